@@ -1,0 +1,87 @@
+# Local development of the MovieLens zero-ETL pipeline. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+AIRFLOW_PY := $(VENV)/airflow/bin/python
+# The MWAA constraints for Airflow 2.10.3 / Python 3.11, used only to regenerate the locks.
+MWAA_CONSTRAINTS ?= ../shared/data/mwaa-constraints-2.10.3-py3.11.txt
+PIP_QUIET := --quiet --disable-pip-version-check
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: check-python
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (MWAA runs 3.11): set PYTHON=/path/to/python3.11")'
+
+$(VENV)/airflow/.installed: requirements/airflow-local.txt | check-python
+	rm -rf $(VENV)/airflow && $(PYTHON) -m venv $(VENV)/airflow
+	$(VENV)/airflow/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
+$(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt | check-python
+	DBT_VENV_PATH=$(VENV)/dbt PYTHON=$(PYTHON) PIP_CONSTRAINT=requirements/dbt-venv.txt bash startup.sh
+	touch $@
+
+$(VENV)/stack/.installed: requirements/local-stack.txt | check-python
+	rm -rf $(VENV)/stack && $(PYTHON) -m venv $(VENV)/stack
+	$(VENV)/stack/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
+$(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
+	rm -rf $(VENV)/cfn && $(PYTHON) -m venv $(VENV)/cfn
+	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
+.PHONY: venvs cfn-tools
+venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## Build the Airflow, dbt and local-stack environments
+cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
+
+.PHONY: dbt-manifest
+dbt-manifest: $(VENV)/dbt/.installed ## Build dbt/movielens_redshift/target/manifest.json (Cosmos renders from it)
+	cd dbt/movielens_redshift && ../../$(VENV)/dbt/bin/dbt parse --quiet --profiles-dir . --project-dir .
+
+.PHONY: stack-start stack-stop stack-status
+stack-start: venvs ## Start the local S3 API, Aurora and Redshift stand-ins and replication
+	$(AIRFLOW_PY) -m localdev.stack start
+stack-stop: ## Stop the local stack (its data stays in .local/stack)
+	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.stack stop; fi
+stack-status: ## Show what the local stack is running
+	$(AIRFLOW_PY) -m localdev.stack status
+
+.PHONY: demo
+demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE=path for a local copy)
+	$(AIRFLOW_PY) -m localdev.demo
+
+.PHONY: test
+test: venvs cfn-tools ## Run the whole test suite (starts and stops its own stack)
+	$(AIRFLOW_PY) -m pytest
+
+.PHONY: lint
+lint: $(VENV)/airflow/.installed ## ruff check and format check
+	$(VENV)/airflow/bin/ruff check .
+	$(VENV)/airflow/bin/ruff format --check .
+
+.PHONY: lock
+lock: | check-python ## Regenerate the locks in requirements/ from their .in files
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/pip install $(PIP_QUIET) -r requirements/airflow-local.in -c $(MWAA_CONSTRAINTS)
+	{ sed -n 1,2p requirements/airflow-local.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/airflow-local.txt.new
+	mv requirements/airflow-local.txt.new requirements/airflow-local.txt
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/pip install $(PIP_QUIET) -r requirements/local-stack.in
+	{ sed -n 1p requirements/local-stack.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/local-stack.txt.new
+	mv requirements/local-stack.txt.new requirements/local-stack.txt
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/pip install $(PIP_QUIET) $$(sed -n 's/^DBT_PACKAGES="\(.*\)"/\1/p' startup.sh)
+	{ sed -n 1,2p requirements/dbt-venv.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/dbt-venv.txt.new
+	mv requirements/dbt-venv.txt.new requirements/dbt-venv.txt
+	rm -rf $(VENV)/lock
+
+.PHONY: clean
+clean: stack-stop ## Stop the stack and delete environments and local data
+	rm -rf $(VENV) .local dbt/movielens_redshift/target dbt/movielens_redshift/logs

@@ -1,0 +1,105 @@
+{{
+    config(
+        dist=('movie_id' if target.type == 'redshift' else none),
+        sort=(['movie_id'] if target.type == 'redshift' else none),
+    )
+}}
+
+{#
+    One row per movie (all movies, rated or not). weighted_avg_rating is a
+    Bayesian average that pulls movies with few ratings towards the mean of
+    all ratings: (v * R + m * C) / (v + m), m = var('weighted_rating_min_ratings', 10).
+#}
+{%- set min_ratings = var('weighted_rating_min_ratings', 10) -%}
+
+with
+
+movies as (
+
+    select * from {{ ref('stg_movies') }}
+
+),
+
+links as (
+
+    select * from {{ ref('stg_links') }}
+
+),
+
+movie_ratings as (
+
+    select * from {{ ref('int_movie_ratings') }}
+
+),
+
+tags as (
+
+    select * from {{ ref('stg_tags') }}
+
+),
+
+movie_tags as (
+
+    select
+        movie_id,
+        count(*) as tag_count,
+        count(distinct tag_normalized) as distinct_tag_count,
+        count(distinct user_id) as tagger_count
+
+    from tags
+    group by movie_id
+
+),
+
+overall as (
+
+    select avg(cast(rating as double precision)) as overall_avg_rating
+    from {{ ref('stg_ratings') }}
+
+),
+
+movie_insights as (
+
+    select
+        movies.movie_id,
+        movies.title,
+        movies.raw_title,
+        movies.release_year,
+        movies.genres,
+        movies.genre_count,
+        case
+            when movies.genre_count > 0 then {{ dbt.split_part('movies.genres', "'|'", 1) }}
+        end as primary_genre,
+        coalesce(movie_ratings.rating_count, 0) as rating_count,
+        movie_ratings.avg_rating,
+        cast(
+            (
+                coalesce(movie_ratings.rating_count * cast(movie_ratings.avg_rating as double precision), 0)
+                + {{ min_ratings }} * overall.overall_avg_rating
+            ) / (coalesce(movie_ratings.rating_count, 0) + {{ min_ratings }})
+            as decimal(18, 6)
+        ) as weighted_avg_rating,
+        movie_ratings.stddev_rating,
+        movie_ratings.min_rating,
+        movie_ratings.max_rating,
+        movie_ratings.first_rated_at,
+        movie_ratings.last_rated_at,
+        coalesce(movie_tags.tag_count, 0) as tag_count,
+        coalesce(movie_tags.distinct_tag_count, 0) as distinct_tag_count,
+        coalesce(movie_tags.tagger_count, 0) as tagger_count,
+        links.imdb_id,
+        links.tmdb_id,
+        links.imdb_url
+
+    from movies
+    cross join overall
+    left join movie_ratings
+        on movies.movie_id = movie_ratings.movie_id
+    left join movie_tags
+        on movies.movie_id = movie_tags.movie_id
+    left join links
+        on movies.movie_id = links.movie_id
+
+)
+
+select * from movie_insights

@@ -1,0 +1,23 @@
+with
+
+source as (
+
+    select * from {{ source('movielens', 'tags') }}
+
+),
+
+renamed as (
+
+    select
+        cast(user_id as integer) as user_id,
+        cast(movie_id as integer) as movie_id,
+        trim(tag) as tag,
+        lower(trim(tag)) as tag_normalized,
+        cast(tagged_at_epoch as bigint) as tagged_at_epoch,
+        {{ epoch_to_timestamp('tagged_at_epoch') }} as tagged_at
+
+    from source
+
+)
+
+select * from renamed

@@ -1,0 +1,1 @@
+"""Local development tooling: the stand-in stack and the demo run."""

@@ -1,0 +1,425 @@
+"""The local stand-ins for AWS, on loopback: an S3 API, Aurora and Redshift as PostgreSQL.
+
+    python -m localdev.stack start|stop|status
+
+- S3: moto's server (``.venv/stack``).
+- Aurora: a PostgreSQL server with ``wal_level=logical`` and the ``transactional`` database.
+- Redshift: a second PostgreSQL server with the ``analytics_movie_insights`` database.
+- Zero-ETL: logical replication from the first to the second (the pipeline's own bootstrap).
+
+PostgreSQL comes from the system when installed, else from the ``pgserver`` wheel. As root,
+the servers run as ``nobody`` (initdb and postgres refuse root). Everything lives under one
+folder (``.local/stack`` by default); ports come from ``MOVIELENS_*_PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STACK_DIR = REPO_ROOT / ".local" / "stack"
+STACK_VENV = REPO_ROOT / ".venv" / "stack"
+SUPERUSER = "postgres"
+AURORA_DATABASE = "transactional"
+WAREHOUSE_DATABASE = "analytics_movie_insights"
+DEFAULT_BUCKET = "data-handson-mds-raw-dev"
+REGION = "us-east-1"
+
+
+class StackError(RuntimeError):
+    """A local service could not be set up; the message says which and what to do."""
+
+
+def find_postgres_bin() -> Path:
+    """``MOVIELENS_PG_BIN``, else the newest system PostgreSQL, else pgserver's binaries."""
+    if override := os.environ.get("MOVIELENS_PG_BIN"):
+        candidates = [override]
+    else:
+        system = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
+        )
+        on_path = shutil.which("pg_ctl")
+        candidates = system[::-1] + ([str(Path(on_path).resolve().parent)] if on_path else [])
+        candidates += glob.glob(
+            str(STACK_VENV / "lib/python3*/site-packages/pgserver/pginstall/bin")
+        )
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").is_file() and (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    raise StackError(
+        "No PostgreSQL binaries found: install the system server (apt-get install "
+        "postgresql) or run `make venvs`, which installs the pgserver wheel into .venv/stack."
+    )
+
+
+def _run_as_server_user(args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """Run a PostgreSQL program, as ``nobody`` when we are root."""
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        kwargs.update(user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    return subprocess.run(args, check=False, capture_output=True, text=True, **kwargs)
+
+
+def _give_to_server_user(path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    nobody = pwd.getpwnam("nobody")
+    for parent in [path, *path.parents]:
+        if parent.stat().st_mode & 0o001 == 0 and parent.stat().st_uid != nobody.pw_uid:
+            raise StackError(
+                f"{parent} is not searchable by others, so the PostgreSQL servers (run as "
+                "'nobody' because we are root) cannot reach their data. Put the stack "
+                "elsewhere with MOVIELENS_STACK_DIR, or chmod o+x that folder."
+            )
+    for root, dirs, files in os.walk(path):
+        for name in [
+            root,
+            *(os.path.join(root, d) for d in dirs),
+            *(os.path.join(root, f) for f in files),
+        ]:
+            os.chown(name, nobody.pw_uid, nobody.pw_gid)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    name: str
+    data_dir: Path
+    port: int
+    database: str
+    bin_dir: Path
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.log"
+
+    def is_initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def is_running(self) -> bool:
+        if not self.is_initialized():
+            return False
+        result = _run_as_server_user(
+            [str(self.bin_dir / "pg_ctl"), "status", "-D", str(self.data_dir)]
+        )
+        return result.returncode == 0
+
+    def initialize(self, password: str) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        pwfile = self.data_dir.parent / f".{self.name}.pw"
+        pwfile.write_text(password)
+        pwfile.chmod(0o600)
+        _give_to_server_user(self.data_dir.parent)
+        result = _run_as_server_user(
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ]
+        )
+        pwfile.unlink()
+        if result.returncode != 0:
+            raise StackError(f"initdb for {self.name} failed:\n{result.stderr}")
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# MovieLens local stack\n"
+                "listen_addresses = '127.0.0.1'\n"
+                "unix_socket_directories = ''\n"
+                "wal_level = logical\n"
+                "max_wal_senders = 10\n"
+                "max_replication_slots = 10\n"
+            )
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        if _port_open(self.port):
+            raise StackError(
+                f"Port {self.port} for {self.name} is taken by another program: choose "
+                f"another with MOVIELENS_{self.name.upper()}_PORT."
+            )
+        result = _run_as_server_user(
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                f"-p {self.port}",
+            ]
+        )
+        if result.returncode != 0:
+            raise StackError(
+                f"{self.name} PostgreSQL did not start: {result.stderr.strip()}; "
+                f"see {self.log_file}"
+            )
+
+    def stop(self) -> None:
+        if self.is_running():
+            _run_as_server_user(
+                [str(self.bin_dir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir)]
+            )
+
+
+class LocalStack:
+    """Start, stop and describe the local stand-ins under one folder."""
+
+    def __init__(
+        self,
+        root: Path | None = None,
+        aurora_port: int | None = None,
+        warehouse_port: int | None = None,
+        s3_port: int | None = None,
+        bucket: str = DEFAULT_BUCKET,
+    ) -> None:
+        env = os.environ
+        self.root = Path(root or env.get("MOVIELENS_STACK_DIR") or DEFAULT_STACK_DIR).resolve()
+        self.aurora_port = aurora_port or int(env.get("MOVIELENS_AURORA_PORT", "15432"))
+        self.warehouse_port = warehouse_port or int(env.get("MOVIELENS_WAREHOUSE_PORT", "15439"))
+        self.s3_port = s3_port or int(env.get("MOVIELENS_S3_PORT", "15090"))
+        self.bucket = bucket
+
+    # --- layout ------------------------------------------------------------------------
+
+    @property
+    def pg_root(self) -> Path:
+        return self.root / "postgres"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.json"
+
+    @property
+    def s3_pid_file(self) -> Path:
+        return self.root / "s3.pid"
+
+    def servers(self) -> tuple[PostgresServer, PostgresServer]:
+        bin_dir = find_postgres_bin()
+        return (
+            PostgresServer(
+                "aurora", self.pg_root / "aurora", self.aurora_port, AURORA_DATABASE, bin_dir
+            ),
+            PostgresServer(
+                "warehouse",
+                self.pg_root / "warehouse",
+                self.warehouse_port,
+                WAREHOUSE_DATABASE,
+                bin_dir,
+            ),
+        )
+
+    def _secrets(self) -> dict[str, str]:
+        """Credentials made on first start, kept in the stack folder (mode 600), never in git."""
+        if not self.secrets_file.is_file():
+            self.root.mkdir(parents=True, exist_ok=True)
+            values = {
+                "pg_password": secrets.token_urlsafe(24),
+                "aws_access_key_id": "LOCAL" + secrets.token_hex(8).upper(),
+                "aws_secret_access_key": secrets.token_urlsafe(30),
+            }
+            self.secrets_file.write_text(json.dumps(values))
+            self.secrets_file.chmod(0o600)
+        return json.loads(self.secrets_file.read_text())
+
+    # --- connections -------------------------------------------------------------------
+
+    def connection_uris(self) -> dict[str, str]:
+        from urllib.parse import quote
+
+        values = self._secrets()
+        password = quote(values["pg_password"], safe="")
+        endpoint = quote(f"http://127.0.0.1:{self.s3_port}", safe="")
+        return {
+            "AIRFLOW_CONN_AWS_DEFAULT": (
+                f"aws://{quote(values['aws_access_key_id'], safe='')}:"
+                f"{quote(values['aws_secret_access_key'], safe='')}@"
+                f"?region_name={REGION}&endpoint_url={endpoint}"
+            ),
+            "AIRFLOW_CONN_MOVIELENS_AURORA": (
+                f"postgres://{SUPERUSER}:{password}@127.0.0.1:{self.aurora_port}/{AURORA_DATABASE}"
+            ),
+            "AIRFLOW_CONN_MOVIELENS_REDSHIFT": (
+                f"postgres://{SUPERUSER}:{password}@127.0.0.1:{self.warehouse_port}/{WAREHOUSE_DATABASE}"
+            ),
+        }
+
+    def pg_connect(self, port: int, database: str):  # noqa: ANN201 - psycopg2 connection
+        import psycopg2
+
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=port,
+            user=SUPERUSER,
+            password=self._secrets()["pg_password"],
+            dbname=database,
+            connect_timeout=5,
+        )
+
+    def s3_client(self):  # noqa: ANN201 - boto3 client
+        import boto3
+
+        values = self._secrets()
+        return boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.s3_port}",
+            region_name=REGION,
+            aws_access_key_id=values["aws_access_key_id"],
+            aws_secret_access_key=values["aws_secret_access_key"],
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        password = self._secrets()["pg_password"]
+        for server in self.servers():
+            if not server.is_initialized():
+                server.initialize(password)
+            server.start()
+            self._ensure_database(server)
+        self._start_s3()
+        self.replication().bootstrap()
+
+    def _ensure_database(self, server: PostgresServer) -> None:
+        connection = self.pg_connect(server.port, "postgres")
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("select 1 from pg_database where datname = %s", (server.database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(
+                        f"create database {server.database} encoding 'UTF8' template template0"
+                    )
+        finally:
+            connection.close()
+
+    def _s3_pid(self) -> int | None:
+        if not self.s3_pid_file.is_file():
+            return None
+        pid = int(self.s3_pid_file.read_text())
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def _start_s3(self) -> None:
+        if self._s3_pid() is None:
+            moto_server = STACK_VENV / "bin" / "moto_server"
+            if not moto_server.is_file():
+                raise StackError(f"{moto_server} is missing: run `make venvs` first.")
+            if _port_open(self.s3_port):
+                raise StackError(
+                    f"Port {self.s3_port} for the S3 API is taken: choose another with "
+                    "MOVIELENS_S3_PORT."
+                )
+            log = (self.root / "s3.log").open("ab")
+            process = subprocess.Popen(
+                [str(moto_server), "-H", "127.0.0.1", "-p", str(self.s3_port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.s3_pid_file.write_text(str(process.pid))
+            deadline = time.monotonic() + 30
+            while not _port_open(self.s3_port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise StackError(f"The S3 API did not start; see {self.root / 's3.log'}")
+                time.sleep(0.1)
+        client = self.s3_client()
+        existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+        if self.bucket not in existing:
+            client.create_bucket(Bucket=self.bucket)
+
+    def replication(self):  # noqa: ANN201 - LocalLogicalReplication, imported lazily
+        """The zero-ETL stand-in, driven by the same code the transform DAG runs."""
+        from psycopg2.extensions import make_dsn
+
+        sys.path.insert(0, str(REPO_ROOT / "plugins"))
+        from movielens_pipeline.zero_etl import LocalLogicalReplication
+
+        conninfo = make_dsn(
+            host="127.0.0.1",
+            port=self.aurora_port,
+            dbname=AURORA_DATABASE,
+            user=SUPERUSER,
+            password=self._secrets()["pg_password"],
+        )
+        return LocalLogicalReplication(
+            source=lambda: self.pg_connect(self.aurora_port, AURORA_DATABASE),
+            target=lambda: self.pg_connect(self.warehouse_port, WAREHOUSE_DATABASE),
+            source_conninfo=conninfo,
+        )
+
+    def stop(self) -> None:
+        if self.pg_root.is_dir():
+            # The subscriber first, so that the source's walsender is not left waiting.
+            for server in reversed(self.servers()):
+                server.stop()
+        pid = self._s3_pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGTERM)
+        self.s3_pid_file.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, str]:
+        report = {}
+        if self.pg_root.is_dir():
+            for server in self.servers():
+                state = "running" if server.is_running() else "stopped"
+                report[server.name] = f"{state} on 127.0.0.1:{server.port} ({server.bin_dir})"
+        else:
+            report["postgres"] = "not initialized"
+        s3 = "running" if self._s3_pid() else "stopped"
+        report["s3"] = f"{s3} on http://127.0.0.1:{self.s3_port} (bucket {self.bucket})"
+        return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    stack = LocalStack()
+    try:
+        if args.command == "start":
+            stack.start()
+        elif args.command == "stop":
+            stack.stop()
+    except StackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, state in stack.status().items():
+        print(f"{name:10} {state}")
+    print(f"data in {stack.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Get the MovieLens archive (download or local copy), verify it and read its CSVs."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import shutil
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from movielens_pipeline.tables import TABLES, Table
+
+log = logging.getLogger(__name__)
+
+GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
+# MD5 sums published by GroupLens beside each archive (files.grouplens.org/datasets/movielens/).
+PUBLISHED_MD5 = {
+    "ml-latest-small": "31a303aabbc519bd33d025e44d6c2570",
+}
+_CHUNK = 1 << 20
+
+
+class DatasetError(RuntimeError):
+    """The dataset is missing, corrupt or not shaped like MovieLens."""
+
+
+@dataclass(frozen=True)
+class MovieLensSource:
+    """A verified archive (``.zip``) or an extracted folder holding the four CSVs."""
+
+    name: str
+    path: Path
+
+    @contextmanager
+    def open_csv(self, table: Table) -> Iterator[IO[bytes]]:
+        """Open one table's CSV as a binary stream, wherever it lives."""
+        if self.path.is_dir():
+            csv_path = self.path / table.csv_file
+            if not csv_path.is_file():
+                raise DatasetError(f"{csv_path} is missing: the folder must hold {table.csv_file}")
+            with csv_path.open("rb") as stream:
+                yield stream
+            return
+        with zipfile.ZipFile(self.path) as archive:
+            member = f"{self.name}/{table.csv_file}"
+            try:
+                info = archive.getinfo(member)
+            except KeyError:
+                raise DatasetError(
+                    f"{self.path} has no {member}: is it the {self.name} archive?"
+                ) from None
+            with archive.open(info) as stream:
+                yield stream
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_md5(name: str, archive: Path) -> None:
+    expected = PUBLISHED_MD5.get(name)
+    if expected is None:
+        log.warning("No published MD5 known for %s; %s is not checksummed", name, archive)
+        return
+    actual = md5_of(archive)
+    if actual != expected:
+        raise DatasetError(
+            f"{archive} has MD5 {actual}, but GroupLens publishes {expected} for {name}: "
+            "the file is corrupt or not that dataset. Delete it and download again."
+        )
+
+
+def _download(name: str, destination: Path) -> None:
+    url = GROUPLENS_URL.format(name=name)
+    partial = destination.with_suffix(".part")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    log.info("Downloading %s to %s", url, destination)
+    # The URL is the fixed https GroupLens address above, never user input.
+    with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:  # noqa: S310
+        shutil.copyfileobj(response, out, _CHUNK)
+    partial.replace(destination)
+
+
+def fetch_dataset(name: str, local_copy: str, cache_dir: Path) -> MovieLensSource:
+    """A verified source: ``local_copy`` when given, else the cached or downloaded archive."""
+    if local_copy:
+        path = Path(local_copy)
+        if path.is_dir():
+            source = MovieLensSource(name, path)
+        elif path.is_file():
+            _verify_md5(name, path)
+            source = MovieLensSource(name, path)
+        else:
+            raise DatasetError(
+                f"Local MovieLens copy {path} does not exist: point [movielens] archive "
+                "at the .zip or at a folder holding the four CSVs"
+            )
+    else:
+        archive = cache_dir / f"{name}.zip"
+        if archive.is_file():
+            try:
+                _verify_md5(name, archive)
+            except DatasetError:
+                log.warning("Cached %s is corrupt; downloading it again", archive)
+                archive.unlink()
+        if not archive.is_file():
+            _download(name, archive)
+            _verify_md5(name, archive)
+        source = MovieLensSource(name, archive)
+    return source
+
+
+def csv_row_counts(source: MovieLensSource) -> dict[str, int]:
+    """Validate every CSV's header and count its records."""
+    return {table.name: count_csv_rows(source, table) for table in TABLES}
+
+
+def count_csv_rows(source: MovieLensSource, table: Table) -> int:
+    """Check the header and count the records of one CSV (quoted fields handled)."""
+    with source.open_csv(table) as raw:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        try:
+            header = next(reader, None)
+            if header != table.csv_header:
+                raise DatasetError(
+                    f"{table.csv_file} in {source.path} has header {header}, "
+                    f"expected {table.csv_header}"
+                )
+            return sum(1 for _ in reader)
+        except UnicodeDecodeError as error:
+            raise DatasetError(
+                f"{table.csv_file} in {source.path} is not UTF-8 ({error}): "
+                "MovieLens files are UTF-8; re-download or re-export the file."
+            ) from None

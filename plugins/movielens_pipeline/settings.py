@@ -1,0 +1,80 @@
+"""Pipeline settings from the Airflow ``[movielens]`` config section.
+
+On MWAA they are Airflow configuration options (``movielens.raw_bucket`` ...); locally
+they are ``AIRFLOW__MOVIELENS__*`` environment variables. Reading them touches no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow.configuration import conf
+
+AWS_CONN_ID = "aws_default"
+AURORA_CONN_ID = "movielens_aurora"
+REDSHIFT_CONN_ID = "movielens_redshift"
+
+RUNTIME_AWS = "aws"
+RUNTIME_LOCAL = "local"
+
+ANALYTICS_DATABASE = "analytics_movie_insights"
+ANALYTICS_SCHEMA = "analytics"
+REPLICA_DATABASE_ON_REDSHIFT = "movielens_raw"
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _option(key: str, default: str) -> str:
+    return conf.get("movielens", key, fallback=default) or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    runtime: str
+    raw_bucket: str
+    region: str
+    dataset: str
+    archive: str
+    cache_dir: Path
+    integration_arn: str
+    dbt_project_dir: Path
+    dbt_executable_path: Path
+    sync_poke_seconds: float
+    sync_timeout_seconds: int
+
+    @property
+    def is_local(self) -> bool:
+        return self.runtime == RUNTIME_LOCAL
+
+
+def load_settings() -> Settings:
+    """Read the ``[movielens]`` section; defaults are the MWAA ones."""
+    runtime = _option("runtime", RUNTIME_AWS)
+    if runtime not in (RUNTIME_AWS, RUNTIME_LOCAL):
+        raise ValueError(
+            f"[movielens] runtime is {runtime!r}; set it to {RUNTIME_AWS!r} (MWAA) or "
+            f"{RUNTIME_LOCAL!r} (local stack)"
+        )
+    return Settings(
+        runtime=runtime,
+        raw_bucket=_option("raw_bucket", "data-handson-mds-raw-dev"),
+        region=_option("region", "us-east-1"),
+        dataset=_option("dataset", "ml-latest-small"),
+        archive=_option("archive", ""),
+        cache_dir=Path(_option("cache_dir", "/tmp/movielens-cache")),  # noqa: S108 - MWAA worker scratch
+        integration_arn=_option("integration_arn", ""),
+        dbt_project_dir=Path(_option("dbt_project_dir", str(_default_dbt_project_dir()))),
+        dbt_executable_path=Path(
+            _option("dbt_executable_path", "/usr/local/airflow/dbt_venv/bin/dbt")
+        ),
+        sync_poke_seconds=float(_option("sync_poke_seconds", "30")),
+        sync_timeout_seconds=int(_option("sync_timeout_seconds", "3600")),
+    )
+
+
+def _default_dbt_project_dir() -> Path:
+    """``dags/dbt/movielens_redshift`` in the MWAA bundle, else the repository's ``dbt/``."""
+    dags_folder = Path(conf.get("core", "dags_folder"))
+    bundled = dags_folder / "dbt" / "movielens_redshift"
+    return bundled if bundled.is_dir() else _PROJECT_ROOT / "dbt" / "movielens_redshift"

@@ -1,0 +1,295 @@
+"""Zero-ETL replication: bootstrap it, watch it catch up, reconcile what it delivered.
+
+Two strategies behind one interface:
+- ``AuroraZeroEtlIntegration``: an ``AWS::RDS::Integration`` into Redshift, watched with
+  RDS ``DescribeIntegrations`` and Redshift ``SVV_INTEGRATION_TABLE_STATE``.
+- ``LocalLogicalReplication``: PostgreSQL logical replication (publication + subscription)
+  from the local Aurora stand-in into the local warehouse, watched through the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
+from movielens_pipeline.tables import SOURCE_DATABASE, SOURCE_SCHEMA, TABLES, schema_statements
+
+if TYPE_CHECKING:
+    from psycopg2.extensions import connection as PgConnection
+
+log = logging.getLogger(__name__)
+
+ConnectionFactory = Callable[[], Any]
+
+LOCAL_PUBLICATION = "movielens_zero_etl"
+LOCAL_SUBSCRIPTION = "movielens_zero_etl"
+
+# RDS DescribeIntegrations Status values (botocore rds/2014-10-31 service model).
+INTEGRATION_WAIT_STATES = {"creating", "modifying", "syncing"}
+INTEGRATION_FAILED_STATES = {"failed", "needs_attention", "deleting"}
+# SVV_INTEGRATION_TABLE_STATE.table_state values (Redshift developer guide).
+TABLE_FAILED_STATES = {"Failed", "ResyncRequired", "DroppedSource", "Deleted"}
+
+
+class ReplicationFailed(RuntimeError):
+    """Replication is broken and will not catch up by waiting; the message says why."""
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    caught_up: bool
+    detail: str
+
+
+class Replication(Protocol):
+    def bootstrap(self) -> list[str]:
+        """Create whatever the replica needs, idempotently; return what was done."""
+
+    def start_check(self) -> dict[str, Any]:
+        """Read the source position (and baselines) that the replica must reach."""
+
+    def poll(self, check: dict[str, Any]) -> SyncStatus:
+        """Report progress towards ``check``; raise ReplicationFailed when it cannot get there."""
+
+    def replica_counts(self) -> dict[str, int]:
+        """Row counts of the four replicated tables."""
+
+
+class LocalLogicalReplication:
+    """PostgreSQL logical replication standing in for zero-ETL (pgoutput, two servers)."""
+
+    def __init__(
+        self,
+        source: ConnectionFactory,
+        target: ConnectionFactory,
+        source_conninfo: str,
+    ) -> None:
+        self._source = source
+        self._target = target
+        self._source_conninfo = source_conninfo
+
+    def bootstrap(self) -> list[str]:
+        actions = []
+        with autocommit(self._source()) as source:
+            for statement in schema_statements():
+                execute(source, statement)
+            if not fetch_all(
+                source, "select 1 from pg_publication where pubname = %s", (LOCAL_PUBLICATION,)
+            ):
+                execute(
+                    source,
+                    f"create publication {LOCAL_PUBLICATION} for tables in schema {SOURCE_SCHEMA}",
+                )
+                actions.append(f"created publication {LOCAL_PUBLICATION}")
+        with autocommit(self._target()) as target:
+            for statement in schema_statements():
+                execute(target, statement)
+            if not fetch_all(
+                target, "select 1 from pg_subscription where subname = %s", (LOCAL_SUBSCRIPTION,)
+            ):
+                execute(
+                    target,
+                    f"create subscription {LOCAL_SUBSCRIPTION} connection %s "
+                    f"publication {LOCAL_PUBLICATION}",
+                    (self._source_conninfo,),
+                )
+                actions.append(f"created subscription {LOCAL_SUBSCRIPTION}")
+            elif len(self._table_states(target)) < len(TABLES):
+                execute(target, f"alter subscription {LOCAL_SUBSCRIPTION} refresh publication")
+                actions.append(f"refreshed subscription {LOCAL_SUBSCRIPTION}")
+        log.info("Replication bootstrap: %s", "; ".join(actions) or "nothing to do")
+        return actions
+
+    def start_check(self) -> dict[str, Any]:
+        with autocommit(self._source()) as source:
+            (position,) = fetch_all(source, "select pg_current_wal_insert_lsn()::text")[0]
+        with autocommit(self._target()) as target:
+            errors = self._error_count(target)
+        return {"source_lsn": position, "errors_before": errors}
+
+    def poll(self, check: dict[str, Any]) -> SyncStatus:
+        with autocommit(self._target()) as target:
+            rows = fetch_all(
+                target,
+                "select s.subenabled, st.pid, st.latest_end_lsn::text,"
+                " coalesce(st.latest_end_lsn >= %s::pg_lsn, false)"
+                " from pg_subscription s"
+                " left join pg_stat_subscription st on st.subid = s.oid and st.relid is null"
+                " where s.subname = %s",
+                (check["source_lsn"], LOCAL_SUBSCRIPTION),
+            )
+            if not rows:
+                raise ReplicationFailed(
+                    f"Subscription {LOCAL_SUBSCRIPTION} does not exist on the warehouse: "
+                    "run the bootstrap task (or `make stack-start`) to create it."
+                )
+            enabled, apply_pid, replica_lsn, reached = rows[0]
+            if not enabled:
+                raise ReplicationFailed(
+                    f"Subscription {LOCAL_SUBSCRIPTION} is disabled, so nothing replicates: "
+                    f"run `alter subscription {LOCAL_SUBSCRIPTION} enable` on the warehouse."
+                )
+            errors = self._error_count(target) - check["errors_before"]
+            if errors > 0:
+                raise ReplicationFailed(
+                    f"Subscription {LOCAL_SUBSCRIPTION} hit {errors} apply error(s) since the "
+                    "check began and stopped applying changes. The warehouse server log names "
+                    "the failing row (usually a row planted on the replica that collides with "
+                    "a replicated key): delete it from the replica and replication resumes."
+                )
+            states = self._table_states(target)
+        missing = sorted({t.name for t in TABLES} - set(states))
+        if missing:
+            raise ReplicationFailed(
+                f"Tables {missing} are not in subscription {LOCAL_SUBSCRIPTION}: run the "
+                "bootstrap task, which refreshes the subscription's publication."
+            )
+        syncing = {name: state for name, state in states.items() if state != "r"}
+        if syncing:
+            return SyncStatus(False, f"initial copy still running: {syncing}")
+        if apply_pid is None or not reached:
+            return SyncStatus(
+                False, f"replica at {replica_lsn}, waiting for source LSN {check['source_lsn']}"
+            )
+        return SyncStatus(True, f"replica at {replica_lsn} >= source LSN {check['source_lsn']}")
+
+    def replica_counts(self) -> dict[str, int]:
+        with autocommit(self._target()) as target:
+            return count_rows(target, SOURCE_SCHEMA)
+
+    @staticmethod
+    def _error_count(target: PgConnection) -> int:
+        rows = fetch_all(
+            target,
+            "select apply_error_count + sync_error_count"
+            " from pg_stat_subscription_stats where subname = %s",
+            (LOCAL_SUBSCRIPTION,),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    @staticmethod
+    def _table_states(target: PgConnection) -> dict[str, str]:
+        rows = fetch_all(
+            target,
+            "select c.relname, r.srsubstate from pg_subscription_rel r"
+            " join pg_subscription s on s.oid = r.srsubid"
+            " join pg_class c on c.oid = r.srrelid"
+            " join pg_namespace n on n.oid = c.relnamespace"
+            " where s.subname = %s and n.nspname = %s",
+            (LOCAL_SUBSCRIPTION, SOURCE_SCHEMA),
+        )
+        return {name: state for name, state in rows}
+
+
+class AuroraZeroEtlIntegration:
+    """An Aurora PostgreSQL -> Redshift zero-ETL integration."""
+
+    def __init__(
+        self,
+        rds_client: Callable[[], Any],
+        redshift: ConnectionFactory,
+        integration_arn: str,
+        replica_database: str,
+    ) -> None:
+        if not integration_arn:
+            raise ReplicationFailed(
+                "No zero-ETL integration is configured: set the Airflow option "
+                "[movielens] integration_arn to the AWS::RDS::Integration ARN."
+            )
+        self._rds_client = rds_client
+        self._redshift = redshift
+        self.integration_arn = integration_arn
+        self.replica_database = replica_database
+
+    @property
+    def integration_id(self) -> str:
+        """The id Redshift knows the integration by: the ARN's last segment."""
+        return self.integration_arn.rsplit(":", 1)[-1]
+
+    def bootstrap(self) -> list[str]:
+        with autocommit(self._redshift()) as redshift:
+            if fetch_all(
+                redshift, "select 1 from pg_database where datname = %s", (self.replica_database,)
+            ):
+                return []
+            # Redshift takes no bind parameters in CREATE DATABASE; the id is validated above.
+            execute(
+                redshift,
+                f"create database {self.replica_database} from integration "
+                f"'{_quote_free(self.integration_id)}' database '{SOURCE_DATABASE}'",
+            )
+        return [f"created database {self.replica_database} from integration {self.integration_id}"]
+
+    def start_check(self) -> dict[str, Any]:
+        return {"started_at": datetime.now(UTC).isoformat()}
+
+    def poll(self, check: dict[str, Any]) -> SyncStatus:
+        integration = self.describe_integration()
+        status = integration["Status"]
+        if status in INTEGRATION_FAILED_STATES:
+            errors = "; ".join(
+                f"{error['ErrorCode']}: {error.get('ErrorMessage', '')}"
+                for error in integration.get("Errors", [])
+            )
+            raise ReplicationFailed(
+                f"Zero-ETL integration {self.integration_arn} is {status}"
+                f"{': ' + errors if errors else ''}. Fix it in the RDS console (Zero-ETL "
+                "integrations) before rerunning; waiting will not help."
+            )
+        if status in INTEGRATION_WAIT_STATES:
+            return SyncStatus(False, f"integration is {status}")
+        states = self.table_states()
+        failed = {name: s for name, s in states.items() if s[0] in TABLE_FAILED_STATES}
+        if failed:
+            detail = "; ".join(
+                f"{name} is {state} ({reason})" for name, (state, reason) in failed.items()
+            )
+            raise ReplicationFailed(
+                f"Zero-ETL tables cannot sync: {detail}. Resync them with "
+                f"`alter database {self.replica_database} integration refresh inerror tables` "
+                "after fixing the cause."
+            )
+        missing = sorted({t.name for t in TABLES} - set(states))
+        pending = {name: s[0] for name, s in states.items() if s[0] != "Synced"}
+        if missing or pending:
+            return SyncStatus(False, f"tables not synced yet: missing {missing}, pending {pending}")
+        return SyncStatus(True, "integration active and all tables Synced")
+
+    def describe_integration(self) -> dict[str, Any]:
+        response = self._rds_client().describe_integrations(
+            IntegrationIdentifier=self.integration_arn
+        )
+        return response["Integrations"][0]
+
+    def table_states(self) -> dict[str, tuple[str, str]]:
+        with autocommit(self._redshift()) as redshift:
+            (is_superuser,) = fetch_all(
+                redshift, "select usesuper from pg_user where usename = current_user"
+            )[0]
+            if not is_superuser:
+                raise ReplicationFailed(
+                    "The Redshift user of connection movielens_redshift is not a superuser, "
+                    "and SVV_INTEGRATION_TABLE_STATE shows rows to superusers only: use a "
+                    "superuser for this connection, or table states cannot be checked."
+                )
+            rows = fetch_all(
+                redshift,
+                "select table_name, table_state, trim(reason) from svv_integration_table_state"
+                " where integration_id = %s and schema_name = %s",
+                (self.integration_id, SOURCE_SCHEMA),
+            )
+        return {name.strip(): (state.strip(), reason or "") for name, state, reason in rows}
+
+    def replica_counts(self) -> dict[str, int]:
+        with autocommit(self._redshift()) as redshift:
+            return count_rows(redshift, f"{self.replica_database}.{SOURCE_SCHEMA}")
+
+
+def _quote_free(value: str) -> str:
+    if not value or any(char in value for char in "'\\;"):
+        raise ReplicationFailed(f"Integration id {value!r} is not a valid identifier")
+    return value

@@ -1,0 +1,126 @@
+"""Shared fixtures for the CloudFormation checks.
+
+Templates are parsed with a YAML loader that understands CloudFormation's
+short-form tags (!Ref, !GetAtt, !Sub, ...) and turns them into the long form
+({"Ref": ...}, {"Fn::GetAtt": [...]}, ...), so the tests read one shape.
+
+cfn-lint and checkov live in their own venv (requirements/cfn-tools.txt); its
+bin directory comes from $CFN_TOOLS_BIN (default <repo>/.venv/cfn/bin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CFN_DIR = REPO / "cloudformation"
+TEMPLATE_NAMES = ("network", "storage", "database", "warehouse_integration", "mwaa", "operations")
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader plus CloudFormation short-form intrinsic functions."""
+
+
+def _construct_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=CfnLoader)  # - SafeLoader subclass
+
+
+@pytest.fixture(scope="session")
+def template_paths() -> dict[str, Path]:
+    paths = {name: CFN_DIR / f"{name}.yaml" for name in TEMPLATE_NAMES}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    assert not missing, f"templates missing: {missing}"
+    on_disk = {p.stem for p in CFN_DIR.glob("*.yaml")} | {p.stem for p in CFN_DIR.glob("*.yml")}
+    assert on_disk == set(TEMPLATE_NAMES), f"unexpected templates, update TEMPLATE_NAMES: {on_disk}"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def templates(template_paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    return {name: load_template(path) for name, path in template_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def template_texts(template_paths: dict[str, Path]) -> dict[str, str]:
+    return {name: path.read_text(encoding="utf-8") for name, path in template_paths.items()}
+
+
+@pytest.fixture(scope="session")
+def cfn_tools_bin() -> Path:
+    return Path(os.environ.get("CFN_TOOLS_BIN", REPO / ".venv" / "cfn" / "bin"))
+
+
+def require_tool(bin_dir: Path, name: str) -> Path:
+    tool = bin_dir / name
+    if not (tool.is_file() and os.access(tool, os.X_OK)):
+        pytest.fail(
+            f"{name} not found at {tool}. Run `make cfn-tools` (it builds .venv/cfn from "
+            "requirements/cfn-tools.txt) or point CFN_TOOLS_BIN at a bin dir holding "
+            "cfn-lint and checkov.",
+            pytrace=False,
+        )
+    return tool
+
+
+@pytest.fixture(scope="session")
+def cfn_tool(cfn_tools_bin: Path) -> Callable[[str], Path]:
+    """Path of a tool in $CFN_TOOLS_BIN; fails (never skips) when it is missing."""
+    return lambda name: require_tool(cfn_tools_bin, name)
+
+
+@pytest.fixture(scope="module")
+def checkov_report(cfn_tool: Callable[[str], Path]) -> dict[str, Any]:
+    """Run checkov once per module (it takes ~10 s) and return its JSON report."""
+    checkov = cfn_tool("checkov")
+    proc = subprocess.run(
+        [
+            str(checkov),
+            "-d",
+            str(CFN_DIR),
+            "--framework",
+            "cloudformation",
+            "--output",
+            "json",
+            "--skip-download",  # no network in CI; suppressions are inline in the templates
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert (
+        proc.stdout.strip()
+    ), f"checkov printed nothing (rc={proc.returncode}): {proc.stderr[-2000:]}"
+    report = json.loads(proc.stdout)
+    if isinstance(report, list):  # one entry per framework
+        (report,) = (r for r in report if r.get("check_type") == "cloudformation")
+    return report

@@ -1,0 +1,58 @@
+"""cfn-lint and checkov over cloudformation/ (tools from $CFN_TOOLS_BIN; never skipped)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def test_cfn_lint_is_clean_on_every_template(
+    cfn_tool: Callable[[str], Path], template_paths: dict[str, Path]
+) -> None:
+    cfn_lint = cfn_tool("cfn-lint")
+    proc = subprocess.run(
+        [str(cfn_lint), "--format", "parseable", *map(str, template_paths.values())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    # Exit code is a bitmask: 2 errors, 4 warnings, 8 informational. All must be 0.
+    assert (
+        proc.returncode == 0 and not proc.stdout.strip()
+    ), f"cfn-lint rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_no_cfn_lint_ignores_without_justification(templates: dict[str, dict[str, Any]]) -> None:
+    """Any cfn-lint ignore must sit in Metadata next to a written reason."""
+    for name, tpl in templates.items():
+        scopes = [("template", tpl.get("Metadata", {}))] + [
+            (logical, res.get("Metadata", {})) for logical, res in tpl["Resources"].items()
+        ]
+        for where, metadata in scopes:
+            config = (metadata or {}).get("cfn-lint", {}).get("config", {})
+            if config.get("ignore_checks"):
+                assert (
+                    str(metadata.get("cfn-lint", {}).get("justification", "")).strip()
+                ), f"{name}:{where} ignores {config['ignore_checks']} without a justification"
+
+
+def test_checkov_has_no_failed_checks(checkov_report: dict[str, Any]) -> None:
+    summary = checkov_report["summary"]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']})"
+        for c in checkov_report["results"]["failed_checks"]
+    ]
+    assert not failed, "checkov failed checks:\n" + "\n".join(failed)
+    assert summary["parsing_errors"] == 0, checkov_report["results"].get("parsing_errors")
+    assert summary["passed"] > 100, f"checkov scanned suspiciously little: {summary}"
+
+
+def test_every_checkov_suppression_has_a_reason(checkov_report: dict[str, Any]) -> None:
+    for check in checkov_report["results"]["skipped_checks"]:
+        reason = (check.get("check_result") or {}).get("suppress_comment") or ""
+        assert (
+            len(reason.strip()) >= 40
+        ), f"{check['check_id']} on {check['resource']} skipped without a real reason"

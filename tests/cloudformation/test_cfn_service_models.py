@@ -1,0 +1,131 @@
+"""Template values checked against botocore's service models (the API's own limits).
+
+CloudFormation passes these values to the service APIs, so a value the API
+model rejects would only fail at deploy time; here it fails in the test run.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import botocore.session
+import pytest
+
+try:  # rootdir-relative import (no __init__.py) or package import
+    from test_cfn_templates import one, param_default, props, render_sub
+except ImportError:  # pragma: no cover - tests/ turned into a package
+    from .test_cfn_templates import one, param_default, props, render_sub
+
+
+@pytest.fixture(scope="module")
+def session() -> botocore.session.Session:
+    return botocore.session.get_session()
+
+
+def _input_members(
+    session: botocore.session.Session, service: str, operation: str
+) -> dict[str, Any]:
+    return session.get_service_model(service).operation_model(operation).input_shape.members
+
+
+def _check_string(shape: Any, value: str, what: str) -> None:
+    meta = shape.metadata
+    assert (
+        meta.get("min", 0) <= len(value) <= meta.get("max", 10**9)
+    ), f"{what}: length {len(value)} outside {meta}"
+    if "pattern" in meta:
+        assert re.fullmatch(
+            meta["pattern"], value
+        ), f"{what}: {value!r} does not match {meta['pattern']}"
+    if shape.enum:
+        assert value in shape.enum, f"{what}: {value!r} not in {shape.enum}"
+
+
+def test_mwaa_environment_against_create_environment(session, templates) -> None:
+    members = _input_members(session, "mwaa", "CreateEnvironment")
+    tpl = templates["mwaa"]
+    _, env = one(tpl, "AWS::MWAA::Environment")
+    p = props(env)
+    unknown = set(p) - set(members)
+    assert not unknown, f"MWAA properties the API does not know: {unknown}"
+    _check_string(members["Name"], render_sub(tpl, p["Name"]), "Name")
+    for key in ("DagS3Path", "PluginsS3Path", "RequirementsS3Path", "StartupScriptS3Path"):
+        _check_string(members[key], param_default(tpl, p[key]), key)
+    # Version and class values are documented (not enumerated) in the model.
+    version_doc = members["AirflowVersion"].documentation
+    for version in tpl["Parameters"]["AirflowVersion"]["AllowedValues"]:
+        _check_string(members["AirflowVersion"], version, "AirflowVersion")
+        assert (
+            f"<code>{version}</code>" in version_doc
+        ), f"AirflowVersion {version} not offered by MWAA"
+    class_doc = members["EnvironmentClass"].documentation
+    for env_class in tpl["Parameters"]["EnvironmentClass"]["AllowedValues"]:
+        assert (
+            f"<code>{env_class}</code>" in class_doc
+        ), f"EnvironmentClass {env_class} unknown to MWAA"
+    for mode in tpl["Parameters"]["WebserverAccessMode"]["AllowedValues"]:
+        _check_string(members["WebserverAccessMode"], mode, "WebserverAccessMode")
+    _check_string(
+        members["WeeklyMaintenanceWindowStart"],
+        p["WeeklyMaintenanceWindowStart"],
+        "maintenance window",
+    )
+    key_shape = members["AirflowConfigurationOptions"].key
+    for key in p["AirflowConfigurationOptions"]:
+        _check_string(key_shape, key, "AirflowConfigurationOptions key")
+    net = members["NetworkConfiguration"].members
+    assert set(p["NetworkConfiguration"]) <= set(net)
+    log_levels = members["LoggingConfiguration"].members["TaskLogs"].members["LogLevel"].enum
+    assert set(tpl["Parameters"]["LogLevel"]["AllowedValues"]) <= set(log_levels)
+
+
+def test_integration_against_rds_create_integration(session, templates) -> None:
+    members = _input_members(session, "rds", "CreateIntegration")
+    tpl = templates["warehouse_integration"]
+    _, integration = one(tpl, "AWS::RDS::Integration")
+    p = props(integration)
+    assert set(p) <= set(members), set(p) - set(members)
+    _check_string(
+        members["IntegrationName"], render_sub(tpl, p["IntegrationName"]), "IntegrationName"
+    )
+    _check_string(members["DataFilter"], param_default(tpl, p["DataFilter"]), "DataFilter")
+    description = render_sub(tpl, p["Description"])
+    _check_string(members["Description"], description, "Description")
+    # SourceArn: the shape Aurora cluster ARNs take, with the template's default identifier.
+    cluster_id = render_sub(
+        templates["database"],
+        props(templates["database"]["Resources"]["AuroraCluster"])["DBClusterIdentifier"],
+    )
+    _check_string(
+        members["SourceArn"],
+        f"arn:aws:rds:eu-west-1:123456789012:cluster:{cluster_id}",
+        "SourceArn",
+    )
+
+
+def test_aurora_cluster_against_rds_create_db_cluster(session, templates) -> None:
+    members = _input_members(session, "rds", "CreateDBCluster")
+    tpl = templates["database"]
+    _, cluster = one(tpl, "AWS::RDS::DBCluster")
+    cfn_only = {"AssociatedRoles"}  # applied by CloudFormation through AddRoleToDBCluster
+    unknown = set(props(cluster)) - set(members) - cfn_only
+    assert not unknown, f"DBCluster properties the API does not know: {unknown}"
+    role_members = _input_members(session, "rds", "AddRoleToDBCluster")
+    assert {"RoleArn", "FeatureName"} <= set(role_members)
+
+
+def test_redshift_cluster_against_create_cluster(session, templates) -> None:
+    members = _input_members(session, "redshift", "CreateCluster")
+    tpl = templates["warehouse_integration"]
+    _, cluster = one(tpl, "AWS::Redshift::Cluster")
+    cfn_only = {
+        "LoggingProperties",
+        "NamespaceResourcePolicy",
+    }  # EnableLogging / PutResourcePolicy calls
+    unknown = set(props(cluster)) - set(members) - cfn_only
+    assert not unknown, f"Redshift properties the API does not know: {unknown}"
+    assert "ClusterType" in members and "NumberOfNodes" in members
+    assert {"LogDestinationType", "LogExports"} <= set(
+        _input_members(session, "redshift", "EnableLogging")
+    )

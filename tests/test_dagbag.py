@@ -1,0 +1,84 @@
+"""The DAG files import cleanly, and parsing them touches no network and no database."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import psycopg2
+import pytest
+from airflow.models import DagBag
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+MODELS = {
+    "stg_ratings",
+    "stg_tags",
+    "stg_movies",
+    "stg_links",
+    "int_movie_ratings",
+    "int_user_profiles",
+    "analytics_movie_insights",
+    "analytics_user_engagement",
+}
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record and refuse every connection attempt (sockets, psycopg2, boto3's HTTP)."""
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args[1:] or kwargs))
+        raise OSError("network access at DAG-parse time")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(psycopg2, "connect", refuse)
+    # No connection is defined either: a lookup at parse time would fail or go to a backend.
+    for name in ("AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_MOVIELENS_AURORA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_MOVIELENS_REDSHIFT", raising=False)
+    return attempts
+
+
+@pytest.mark.parametrize("runtime", ["local", "aws"])
+def test_dags_import_without_errors_or_network(
+    runtime: str, no_network: list[str], dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__RUNTIME", runtime)
+    dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {"dag_movielens_load_aurora", "dag_dbt_movielens_zeroetl_cosmos"}
+    assert no_network == []
+
+    transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
+    dbt_runs = {task_id.split(".")[1] for task_id in transform.task_ids if task_id.endswith(".run")}
+    assert dbt_runs == MODELS
+    # The wait, the reconciliation and the final check bracket the dbt task group.
+    sensor = transform.get_task("wait_for_zero_etl_catch_up")
+    assert "bootstrap_zero_etl_target" in sensor.upstream_task_ids
+    final = transform.get_task("check_analytics")
+    assert any(task_id.startswith("dbt_movielens.") for task_id in final.upstream_task_ids)
+
+
+def test_load_dag_publishes_the_datasets_the_transform_dag_waits_on(dbt_manifest: Path) -> None:
+    dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+    load = dagbag.dags["dag_movielens_load_aurora"]
+    transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
+
+    published = {dataset.uri for dataset in load.get_task("publish_aurora_tables").outlets}
+    assert len(published) == 4
+    awaited = {dataset.uri for dataset in transform.timetable.dataset_condition.objects}
+    assert awaited == published
+    assert transform.catchup is False and load.catchup is False
+
+
+def test_missing_manifest_is_a_clear_import_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_PROJECT_DIR", str(tmp_path))
+    dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+
+    (error,) = (e for f, e in dagbag.import_errors.items() if "cosmos" in f)
+    assert f"dbt manifest {tmp_path / 'target' / 'manifest.json'} is missing" in error
+    assert "make dbt-manifest" in error

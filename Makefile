@@ -55,7 +55,7 @@ stack-status: ## Show what the local stack is running
 
 .PHONY: demo
 demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE=path for a local copy)
-	$(AIRFLOW_PY) -m localdev.demo
+	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
 test: venvs cfn-tools ## Run the whole test suite (starts and stops its own stack)

@@ -93,6 +93,13 @@ def _give_to_server_user(path: Path) -> None:
             os.chown(name, nobody.pw_uid, nobody.pw_gid)
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)

@@ -6,7 +6,6 @@ import csv
 import io
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import zipfile
@@ -33,13 +32,7 @@ os.environ.update(
 )
 
 from localdev.airflow_env import SHARED_ARCHIVE, build_dbt_manifest  # noqa: E402
-from localdev.stack import LocalStack  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from localdev.stack import LocalStack, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -36,14 +36,16 @@ SETTINGS = load_settings()
 )
 def dag_dbt_movielens_zeroetl_cosmos() -> None:
     @task
-    def bootstrap_zero_etl_target() -> list[str]:
-        """Create the replica's database (Redshift) or publication/subscription (local)."""
+    def bootstrap_zero_etl_target() -> dict:
+        """Create the replica's database (Redshift) or publication/subscription (local), then
+        record the source position that the replica must reach."""
         from movielens_pipeline import pipeline
 
-        return pipeline.replication_for(load_settings()).bootstrap()
+        return pipeline.bootstrap_replication(load_settings())
 
     wait_for_zero_etl = ZeroEtlCatchUpSensor(
         task_id="wait_for_zero_etl_catch_up",
+        check_task_id="bootstrap_zero_etl_target",
         poke_interval=SETTINGS.sync_poke_seconds,
         timeout=SETTINGS.sync_timeout_seconds,
         retries=0,

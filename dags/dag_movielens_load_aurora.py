@@ -6,7 +6,9 @@ when the Datasets this DAG publishes are updated.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.decorators import dag, task
 from airflow.models.baseoperator import chain
@@ -57,9 +59,19 @@ def dag_movielens_load_aurora() -> None:
         )
 
     @task(outlets=AURORA_TABLE_DATASETS)
-    def publish_aurora_tables(loaded_rows: list[int]) -> dict[str, int]:
-        """Row counts per table; succeeding updates the Datasets the transform DAG waits on."""
-        return dict(zip([table.name for table in TABLES], loaded_rows, strict=True))
+    def publish_aurora_tables(
+        loaded_rows: list[int], *, outlet_events: Any = None
+    ) -> dict[str, int]:
+        """Row counts per table; succeeding updates the Datasets the transform DAG waits on.
+
+        Each event carries when the loads had committed, so the transform DAG can report
+        the replication lag since the load.
+        """
+        loaded_at = time.time()
+        rows = dict(zip([table.name for table in TABLES], loaded_rows, strict=True))
+        for dataset, table in zip(AURORA_TABLE_DATASETS, TABLES, strict=True):
+            outlet_events[dataset].extra = {"loaded_at": loaded_at, "rows": rows[table.name]}
+        return rows
 
     staged = stage_dataset_in_s3()
     loads = load_aurora_table.partial(staged=staged).expand(

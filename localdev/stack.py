@@ -159,6 +159,10 @@ class PostgresServer:
                 "wal_level = logical\n"
                 "max_wal_senders = 10\n"
                 "max_replication_slots = 10\n"
+                # A server log that SQL can read: the zero-ETL check quotes apply errors.
+                "logging_collector = on\n"
+                "log_directory = 'log'\n"
+                "log_filename = 'postgresql.log'\n"
             )
 
     def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +12,7 @@ from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, ReplicationFailed
 
 CDC_MOVIE_ID = 990_001
 CONFLICT_MOVIE_ID = 990_002
+RELOAD_MOVIE_ID = 990_003
 
 
 def run_sql(stack: LocalStack, port: int, database: str, sql: str, *params) -> list[tuple]:
@@ -74,6 +76,30 @@ def test_row_written_to_aurora_arrives_downstream(local_stack: LocalStack):
     )
 
 
+def test_truncate_and_reload_in_one_transaction_replicates_atomically(local_stack: LocalStack):
+    connection = local_stack.pg_connect(local_stack.aurora_port, AURORA_DATABASE)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("select * from movielens_database.links order by movie_id")
+            links = cursor.fetchall()
+            reloaded = [*links, (RELOAD_MOVIE_ID, "0000001", None)]
+            cursor.execute("truncate movielens_database.links")
+            cursor.executemany("insert into movielens_database.links values (%s, %s, %s)", reloaded)
+    finally:
+        connection.close()
+    try:
+        wait_until_caught_up(local_stack)
+        replica = on_replica(
+            local_stack, "select * from movielens_database.links order by movie_id"
+        )
+        assert replica == reloaded
+    finally:
+        on_aurora(
+            local_stack, "delete from movielens_database.links where movie_id = %s", RELOAD_MOVIE_ID
+        )
+    wait_until_caught_up(local_stack)
+
+
 def test_disabled_subscription_fails_at_once_saying_how_to_enable_it(local_stack: LocalStack):
     replication = local_stack.replication()
     check = replication.start_check()
@@ -98,8 +124,11 @@ def test_conflicting_row_on_the_replica_fails_the_check_with_what_to_do(local_st
             while time.monotonic() < deadline:
                 assert not replication.poll(check).caught_up
                 time.sleep(0.05)
-        assert "apply error" in str(error.value)
-        assert "delete it from the replica" in str(error.value)
+        message = str(error.value)
+        assert "apply error" in message
+        assert "table movielens_database.movies: duplicate key value" in message
+        assert f"Key (movie_id)=({CONFLICT_MOVIE_ID}) already exists" in message
+        assert "delete it from the replica" in message
     finally:
         on_replica(
             local_stack,
@@ -113,3 +142,32 @@ def test_conflicting_row_on_the_replica_fails_the_check_with_what_to_do(local_st
         )
     # Once the planted row is gone, the apply worker retries and replication resumes.
     wait_until_caught_up(local_stack, timeout=60)
+
+
+def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, monkeypatch):
+    from movielens_pipeline.pipeline import bootstrap_replication
+    from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
+    from movielens_pipeline.settings import load_settings
+
+    for name, uri in local_stack.connection_uris().items():
+        monkeypatch.setenv(name, uri)
+    bootstrapped = bootstrap_replication(load_settings())
+    assert bootstrapped["actions"] == []
+
+    class TaskInstance:
+        def xcom_pull(self, task_ids: str) -> dict:
+            assert task_ids == "bootstrap"
+            return bootstrapped
+
+    load_event = SimpleNamespace(extra={"loaded_at": bootstrapped["check"]["started_at"] - 5})
+    sensor = ZeroEtlCatchUpSensor(task_id="wait", check_task_id="bootstrap", poke_interval=0.1)
+    result = sensor.poke(
+        {"ti": TaskInstance(), "triggering_dataset_events": {"postgres://x": [load_event]}}
+    )
+
+    assert result.is_done
+    assert 0 <= result.xcom_value["lag_seconds"] < 5
+    assert result.xcom_value["since_load_seconds"] >= 5
+    assert sensor.mode == "poke"
+    patient = ZeroEtlCatchUpSensor(task_id="patient", check_task_id="bootstrap", poke_interval=60)
+    assert patient.mode == "reschedule"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,14 @@ def replication_for(settings: Settings) -> Replication:
         integration_arn=settings.integration_arn,
         replica_database=REPLICA_DATABASE_ON_REDSHIFT,
     )
+
+
+def bootstrap_replication(settings: Settings) -> dict[str, Any]:
+    """Bootstrap the replica, then record the source position the sensor waits for."""
+    replication = replication_for(settings)
+    actions = replication.bootstrap()
+    check = {**replication.start_check(), "started_at": time.time()}
+    return {"actions": actions, "check": check}
 
 
 def replica_qualifier(settings: Settings) -> str:

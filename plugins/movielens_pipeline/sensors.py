@@ -1,4 +1,4 @@
-"""Sensor that waits for zero-ETL to deliver everything committed before it started."""
+"""Sensor that waits for zero-ETL to deliver everything committed before the check began."""
 
 from __future__ import annotations
 
@@ -11,39 +11,45 @@ from airflow.sensors.base import BaseSensorOperator, PokeReturnValue
 from movielens_pipeline.settings import load_settings
 from movielens_pipeline.zero_etl import ReplicationFailed
 
+# Below this interval a worker slot is cheaper than rescheduling (Airflow's own advice).
+RESCHEDULE_FROM_SECONDS = 60
+
 
 class ZeroEtlCatchUpSensor(BaseSensorOperator):
-    """Wait until the replica reflects the source as of the first poke.
+    """Wait until the replica reflects the source position that ``check_task_id`` recorded.
 
-    Fails at once, without retries, when replication is broken (failed integration, a
-    table that cannot sync, apply errors, a disabled subscription). Its XCom holds the
-    replication lag: seconds from reading the source position to seeing it replicated.
-    Runs in poke mode because the source position is read once, at the first poke.
+    The upstream task returns ``{"check": replication.start_check() + started_at}``; keeping
+    the position there (not in this task) lets the sensor run in reschedule mode. Fails at
+    once, without retries, when replication is broken (failed integration, a table that
+    cannot sync, apply errors, a disabled subscription). Its XCom holds the replication lag
+    of this run, and, when a load triggered the run, the seconds since that load committed.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("mode", "poke")
-        super().__init__(**kwargs)
-        self._check: dict[str, Any] | None = None
-        self._check_started = 0.0
+    def __init__(self, *, check_task_id: str, poke_interval: float, **kwargs: Any) -> None:
+        mode = "reschedule" if poke_interval >= RESCHEDULE_FROM_SECONDS else "poke"
+        super().__init__(poke_interval=poke_interval, mode=mode, **kwargs)
+        self.check_task_id = check_task_id
 
     def poke(self, context: Any) -> PokeReturnValue:
         from movielens_pipeline.pipeline import replication_for
 
-        replication = replication_for(load_settings())
+        check = context["ti"].xcom_pull(task_ids=self.check_task_id)["check"]
         try:
-            if self._check is None:
-                self._check_started = time.monotonic()
-                self._check = replication.start_check()
-                self.log.info("Waiting for the replica to reach %s", self._check)
-            status = replication.poll(self._check)
+            status = replication_for(load_settings()).poll(check)
         except ReplicationFailed as error:
             raise AirflowFailException(str(error)) from error
         self.log.info("Zero-ETL: %s", status.detail)
         if not status.caught_up:
             return PokeReturnValue(is_done=False)
-        lag = round(time.monotonic() - self._check_started, 3)
-        self.log.info("Replica caught up; replication lag of this run: %.3f s", lag)
-        return PokeReturnValue(
-            is_done=True, xcom_value={"lag_seconds": lag, "position": self._check}
-        )
+        caught_up_at = time.time()
+        lag = {"lag_seconds": round(caught_up_at - check["started_at"], 3)}
+        loaded_at = [
+            event.extra["loaded_at"]
+            for events in context.get("triggering_dataset_events", {}).values()
+            for event in events
+            if "loaded_at" in (event.extra or {})
+        ]
+        if loaded_at:
+            lag["since_load_seconds"] = round(caught_up_at - max(loaded_at), 3)
+        self.log.info("Replica caught up: %s", lag)
+        return PokeReturnValue(is_done=True, xcom_value=lag)

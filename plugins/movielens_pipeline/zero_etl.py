@@ -10,6 +10,7 @@ Two strategies behind one interface:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,12 @@ ConnectionFactory = Callable[[], Any]
 
 LOCAL_PUBLICATION = "movielens_zero_etl"
 LOCAL_SUBSCRIPTION = "movielens_zero_etl"
+
+# An apply worker's failure in the subscriber's log: ERROR, DETAIL, then the CONTEXT that
+# names the table ("... for replication target relation "schema.table" ...").
+APPLY_ERROR = re.compile(
+    r"ERROR:\s+(.*)\n.*DETAIL:\s+(.*)\n.*CONTEXT:.*replication target relation \"([^\"]+)\""
+)
 
 # RDS DescribeIntegrations Status values (botocore rds/2014-10-31 service model).
 INTEGRATION_WAIT_STATES = {"creating", "modifying", "syncing"}
@@ -137,9 +144,7 @@ class LocalLogicalReplication:
             if errors > 0:
                 raise ReplicationFailed(
                     f"Subscription {LOCAL_SUBSCRIPTION} hit {errors} apply error(s) since the "
-                    "check began and stopped applying changes. The warehouse server log names "
-                    "the failing row (usually a row planted on the replica that collides with "
-                    "a replicated key): delete it from the replica and replication resumes."
+                    f"check began and stopped applying changes: {self._last_apply_error(target)}"
                 )
             states = self._table_states(target)
         missing = sorted({t.name for t in TABLES} - set(states))
@@ -170,6 +175,27 @@ class LocalLogicalReplication:
             (LOCAL_SUBSCRIPTION,),
         )
         return int(rows[0][0]) if rows else 0
+
+    @staticmethod
+    def _last_apply_error(target: PgConnection) -> str:
+        """The failing table and row, from the warehouse's server log when it is readable."""
+        advice = (
+            "a row on the replica collides with a replicated key: delete it from the replica "
+            "and the apply worker resumes on its next retry."
+        )
+        try:
+            rows = fetch_all(
+                target,
+                "select pg_read_file(pg_current_logfile(),"
+                " greatest((pg_stat_file(pg_current_logfile())).size - 65536, 0), 65536)",
+            )
+        except Exception:  # no log collector, or no right to read the log
+            return f"see the warehouse server log; usually {advice}"
+        failures = APPLY_ERROR.findall(rows[0][0] or "") if rows else []
+        if not failures:
+            return f"see the warehouse server log; usually {advice}"
+        message, detail, relation = failures[-1]
+        return f"table {relation}: {message.strip()} ({detail.strip()}); {advice}"
 
     @staticmethod
     def _table_states(target: PgConnection) -> dict[str, str]:

@@ -61,6 +61,10 @@ demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE
 test: venvs cfn-tools ## Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
+.PHONY: bench-replication
+bench-replication: venvs ## Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
+	$(AIRFLOW_PY) -m benchmarks.replication_lag $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
+
 .PHONY: lint
 lint: $(VENV)/airflow/.installed ## ruff check and format check
 	$(VENV)/airflow/bin/ruff check .

@@ -54,7 +54,7 @@ def ratings_rows(aurora) -> list[tuple]:
 def load_ratings(aurora, hook: S3Hook, bucket: str, key: str) -> int:
     aurora.autocommit = False
     try:
-        return load_table(aurora, RATINGS, StreamedCopyImport(hook), bucket, key)
+        return load_table(aurora, RATINGS, StreamedCopyImport(hook.get_conn()), bucket, key)
     finally:
         aurora.autocommit = True
 
@@ -110,7 +110,9 @@ def test_missing_object_is_named_and_changes_nothing(aurora, s3_hook, local_stac
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
 
-    with pytest.raises(LoadError, match=r"Cannot read s3://.*/test/absent\.csv .*\(404\)"):
+    with pytest.raises(
+        LoadError, match=r"Cannot read s3://.*/test/absent\.csv for table ratings \(NoSuchKey\)"
+    ):
         load_ratings(aurora, s3_hook, local_stack.bucket, "test/absent.csv")
     assert len(ratings_rows(aurora)) == 2
 

@@ -8,7 +8,7 @@ through ``COPY ... FROM STDIN`` in constant memory.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 from botocore.exceptions import ClientError
@@ -51,12 +51,12 @@ class TableImport(Protocol):
 class StreamedCopyImport:
     """Client-side: stream the S3 object into ``COPY ... FROM STDIN`` (any PostgreSQL)."""
 
-    def __init__(self, s3_hook: S3Hook) -> None:
-        self.s3_hook = s3_hook
+    def __init__(self, s3_client: Any) -> None:
+        self.s3_client = s3_client
 
     def import_rows(self, cursor: PgCursor, table: Table, bucket: str, key: str) -> None:
         try:
-            body = self.s3_hook.get_key(key, bucket_name=bucket).get()["Body"]
+            body = self.s3_client.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as error:
             raise LoadError(
                 f"Cannot read s3://{bucket}/{key} for table {table.name} "

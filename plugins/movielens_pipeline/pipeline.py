@@ -123,7 +123,9 @@ def create_aurora_tables(settings: Settings) -> None:
 
 def load_aurora_table(settings: Settings, table_name: str, bucket: str, key: str) -> int:
     if settings.is_local:
-        importer: loading.TableImport = loading.StreamedCopyImport(S3Hook(aws_conn_id=AWS_CONN_ID))
+        importer: loading.TableImport = loading.StreamedCopyImport(
+            S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+        )
     else:
         importer = loading.AuroraS3Import(settings.region)
     connection = aurora_connection()

@@ -41,10 +41,17 @@ def integration(status: str, errors: list[dict] | None = None) -> dict:
 class FakeRedshift:
     """A DB-API connection that answers like Redshift and records what it was asked."""
 
-    def __init__(self, superuser: bool = True, table_states: dict | None = None, databases=()):
+    def __init__(
+        self,
+        superuser: bool = True,
+        table_states: dict | None = None,
+        databases=(),
+        row_counts: dict | None = None,
+    ):
         self.superuser = superuser
         self.table_states = table_states or {}
         self.databases = set(databases)
+        self.row_counts = row_counts or {}
         self.statements: list[tuple[str, tuple | None]] = []
         self.autocommit = False
 
@@ -63,6 +70,8 @@ class FakeRedshift:
             ]
         elif "from pg_database" in sql:
             self._rows = [(1,)] if parameters[0] in self.databases else []
+        elif sql.startswith("select count(*) from "):
+            self._rows = [(self.row_counts[sql.rsplit(".", 1)[1]],)]
         else:
             self._rows = []
 
@@ -87,9 +96,14 @@ def rds():
         stubber.assert_no_pending_responses()
 
 
-def watcher(client, redshift: FakeRedshift) -> AuroraZeroEtlIntegration:
+AURORA_ROWS = {"ratings": 100836, "tags": 3683, "movies": 9742, "links": 9742}
+
+
+def watcher(client, redshift: FakeRedshift, source_rows=AURORA_ROWS) -> AuroraZeroEtlIntegration:
+    aurora = FakeRedshift(row_counts=source_rows)  # answers count(*) as Aurora would
     return AuroraZeroEtlIntegration(
         rds_client=lambda: client,
+        source=lambda: aurora,
         redshift=lambda: redshift,
         integration_arn=INTEGRATION_ARN,
         replica_database="movielens_raw",
@@ -106,7 +120,7 @@ def expect_status(stubber: Stubber, status: str, errors: list[dict] | None = Non
 
 def test_creating_then_active_with_synced_tables_catches_up(rds):
     client, stubber = rds
-    redshift = FakeRedshift(table_states=all_tables("Synced"))
+    redshift = FakeRedshift(table_states=all_tables("Synced"), row_counts=AURORA_ROWS)
     expect_status(stubber, "creating")
     expect_status(stubber, "active")
     zero_etl = watcher(client, redshift)
@@ -117,6 +131,24 @@ def test_creating_then_active_with_synced_tables_catches_up(rds):
 
     assert (first.caught_up, first.detail) == (False, "integration is creating")
     assert second.caught_up
+    assert any(
+        "from movielens_raw.movielens_database.ratings" in sql for sql, _ in redshift.statements
+    )
+
+
+def test_synced_tables_still_behind_the_source_are_waited_for(rds):
+    client, stubber = rds
+    behind = {**AURORA_ROWS, "ratings": AURORA_ROWS["ratings"] - 250}
+    expect_status(stubber, "active")
+    expect_status(stubber, "active")
+    redshift = FakeRedshift(table_states=all_tables("Synced"), row_counts=behind)
+    zero_etl = watcher(client, redshift)
+
+    status = zero_etl.poll({})
+    assert not status.caught_up
+    assert "'ratings': 100586" in status.detail and "'ratings': 100836" in status.detail
+    redshift.row_counts = AURORA_ROWS
+    assert zero_etl.poll({}).caught_up
 
 
 @pytest.mark.parametrize("status", ["creating", "modifying", "syncing"])
@@ -203,4 +235,4 @@ def test_bootstrap_creates_the_integration_database_once(rds):
 
 def test_missing_integration_arn_is_a_clear_error():
     with pytest.raises(ReplicationFailed, match=r"\[movielens\] integration_arn"):
-        AuroraZeroEtlIntegration(lambda: None, lambda: None, "", "movielens_raw")
+        AuroraZeroEtlIntegration(lambda: None, lambda: None, lambda: None, "", "movielens_raw")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +77,7 @@ def replication_for(settings: Settings) -> Replication:
         return LocalLogicalReplication(aurora_connection, warehouse_connection, conninfo)
     return AuroraZeroEtlIntegration(
         rds_client=lambda: RdsHook(aws_conn_id=AWS_CONN_ID, region_name=settings.region).conn,
+        source=aurora_connection,
         redshift=warehouse_connection,
         integration_arn=settings.integration_arn,
         replica_database=REPLICA_DATABASE_ON_REDSHIFT,
@@ -88,8 +88,7 @@ def bootstrap_replication(settings: Settings) -> dict[str, Any]:
     """Bootstrap the replica, then record the source position the sensor waits for."""
     replication = replication_for(settings)
     actions = replication.bootstrap()
-    check = {**replication.start_check(), "started_at": time.time()}
-    return {"actions": actions, "check": check}
+    return {"actions": actions, "check": replication.start_check()}
 
 
 def replica_qualifier(settings: Settings) -> str:

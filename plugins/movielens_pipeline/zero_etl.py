@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
@@ -28,6 +28,8 @@ ConnectionFactory = Callable[[], Any]
 
 LOCAL_PUBLICATION = "movielens_zero_etl"
 LOCAL_SUBSCRIPTION = "movielens_zero_etl"
+# The launcher restarts a failed apply worker within wal_retrieve_retry_interval (5 s).
+APPLY_WORKER_GRACE_SECONDS = 30
 
 # An apply worker's failure in the subscriber's log: ERROR, DETAIL, then the CONTEXT that
 # names the table ("... for replication target relation "schema.table" ...").
@@ -57,7 +59,7 @@ class Replication(Protocol):
         """Create whatever the replica needs, idempotently; return what was done."""
 
     def start_check(self) -> dict[str, Any]:
-        """Read the source position (and baselines) that the replica must reach."""
+        """Read the source position (and baselines) that the replica must reach, and when."""
 
     def poll(self, check: dict[str, Any]) -> SyncStatus:
         """Report progress towards ``check``; raise ReplicationFailed when it cannot get there."""
@@ -116,7 +118,7 @@ class LocalLogicalReplication:
             (position,) = fetch_all(source, "select pg_current_wal_insert_lsn()::text")[0]
         with autocommit(self._target()) as target:
             errors = self._error_count(target)
-        return {"source_lsn": position, "errors_before": errors}
+        return {"source_lsn": position, "errors_before": errors, "started_at": time.time()}
 
     def poll(self, check: dict[str, Any]) -> SyncStatus:
         with autocommit(self._target()) as target:
@@ -156,6 +158,13 @@ class LocalLogicalReplication:
         syncing = {name: state for name, state in states.items() if state != "r"}
         if syncing:
             return SyncStatus(False, f"initial copy still running: {syncing}")
+        if apply_pid is None and time.time() - check["started_at"] > APPLY_WORKER_GRACE_SECONDS:
+            raise ReplicationFailed(
+                f"The apply worker of subscription {LOCAL_SUBSCRIPTION} has not been running for "
+                f"{APPLY_WORKER_GRACE_SECONDS} s: see the warehouse server log, and check "
+                "max_logical_replication_workers and that the source accepts replication "
+                "connections."
+            )
         if apply_pid is None or not reached:
             return SyncStatus(
                 False, f"replica at {replica_lsn}, waiting for source LSN {check['source_lsn']}"
@@ -217,6 +226,7 @@ class AuroraZeroEtlIntegration:
     def __init__(
         self,
         rds_client: Callable[[], Any],
+        source: ConnectionFactory,
         redshift: ConnectionFactory,
         integration_arn: str,
         replica_database: str,
@@ -227,6 +237,7 @@ class AuroraZeroEtlIntegration:
                 "[movielens] integration_arn to the AWS::RDS::Integration ARN."
             )
         self._rds_client = rds_client
+        self._source = source
         self._redshift = redshift
         self.integration_arn = integration_arn
         self.replica_database = replica_database
@@ -251,7 +262,7 @@ class AuroraZeroEtlIntegration:
         return [f"created database {self.replica_database} from integration {self.integration_id}"]
 
     def start_check(self) -> dict[str, Any]:
-        return {"started_at": datetime.now(UTC).isoformat()}
+        return {"started_at": time.time()}
 
     def poll(self, check: dict[str, Any]) -> SyncStatus:
         integration = self.describe_integration()
@@ -283,7 +294,13 @@ class AuroraZeroEtlIntegration:
         pending = {name: s[0] for name, s in states.items() if s[0] != "Synced"}
         if missing or pending:
             return SyncStatus(False, f"tables not synced yet: missing {missing}, pending {pending}")
-        return SyncStatus(True, "integration active and all tables Synced")
+        # Synced says the table replicates, not that the latest commits have arrived.
+        with autocommit(self._source()) as source:
+            source_rows = count_rows(source, SOURCE_SCHEMA)
+        replica_rows = self.replica_counts()
+        if source_rows != replica_rows:
+            return SyncStatus(False, f"all tables Synced, rows {replica_rows} of {source_rows}")
+        return SyncStatus(True, f"integration active, all tables Synced, rows {replica_rows}")
 
     def describe_integration(self) -> dict[str, Any]:
         response = self._rds_client().describe_integrations(

@@ -398,7 +398,7 @@ MOTO_SERVER = CFN_DIR.parent / ".venv" / "stack" / "bin" / "moto_server"
 @pytest.fixture
 def moto_endpoint() -> Iterator[str]:
     if not MOTO_SERVER.is_file():
-        pytest.skip(f"{MOTO_SERVER} not installed (the local stack's venv)")
+        pytest.fail(f"{MOTO_SERVER} is missing: run `make venvs` (the local stack's venv)")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -426,7 +426,8 @@ def moto_endpoint() -> Iterator[str]:
 def test_moto_builds_the_network_change_set(
     moto_endpoint: str, template_paths: dict[str, Path], templates: dict[str, dict[str, Any]]
 ) -> None:
-    boto3 = pytest.importorskip("boto3")
+    import boto3
+
     cfn = boto3.client(
         "cloudformation",
         endpoint_url=moto_endpoint,

@@ -13,7 +13,7 @@ from airflow.models.baseoperator import chain
 from airflow.timetables.datasets import DatasetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from movielens_pipeline.datasets import AURORA_TABLE_DATASETS
+from movielens_pipeline.airflow_datasets import AURORA_TABLE_DATASETS
 from movielens_pipeline.dbt_config import movielens_dbt_task_group
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
 from movielens_pipeline.settings import load_settings

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.decorators import dag, task
 from airflow.models.baseoperator import chain
 
-from movielens_pipeline.datasets import AURORA_TABLE_DATASETS
+from movielens_pipeline.airflow_datasets import AURORA_TABLE_DATASETS
 from movielens_pipeline.tables import TABLES
 
 

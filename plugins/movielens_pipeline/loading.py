@@ -109,6 +109,6 @@ def load_table(
         raise LoadError(
             f"Loading {table.qualified_name} from s3://{bucket}/{key} failed{where}: {detail}. "
             "The load was rolled back and the previous rows are intact; fix the file and rerun."
-        ) from None
+        ) from error
     log.info("Loaded %s rows into %s from s3://%s/%s", rows, table.qualified_name, bucket, key)
     return rows

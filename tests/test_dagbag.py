@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import shutil
 import socket
 from pathlib import Path
 
 import psycopg2
 import pytest
 from airflow.models import DagBag
+
+from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +86,48 @@ def test_missing_manifest_is_a_clear_import_error(tmp_path: Path, monkeypatch) -
     (error,) = (e for f, e in dagbag.import_errors.items() if "cosmos" in f)
     assert f"dbt manifest {tmp_path / 'target' / 'manifest.json'} is missing" in error
     assert "make dbt-manifest" in error
+
+
+@pytest.fixture
+def project_copy(dbt_manifest: Path, tmp_path: Path) -> Path:
+    """A copy of the dbt project with its freshly built manifest."""
+    project = tmp_path / "movielens_redshift"
+    shutil.copytree(dbt_manifest.parents[1], project, ignore=shutil.ignore_patterns("logs"))
+    return project
+
+
+def test_fresh_manifest_is_accepted(project_copy: Path) -> None:
+    assert manifest_path(project_copy) == project_copy / "target" / "manifest.json"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda p: (p / "models/staging/stg_tags.sql").write_text("select 1 as changed\n"),
+            "edited",
+        ),
+        (lambda p: (p / "models/staging/stg_new.sql").write_text("select 1\n"), "added"),
+        (lambda p: (p / "models/staging/stg_links.sql").unlink(), "removed"),
+    ],
+    ids=["edited", "added", "removed"],
+)
+def test_stale_manifest_names_the_changed_model(project_copy: Path, change, expected: str) -> None:
+    change(project_copy)
+    with pytest.raises(
+        DbtManifestError, match=rf"is stale.*models/staging/stg_\w+\.sql {expected}"
+    ):
+        manifest_path(project_copy)
+
+
+def test_broken_manifest_is_a_clear_error(project_copy: Path) -> None:
+    (project_copy / "target" / "manifest.json").write_text('{"nodes": ')
+    with pytest.raises(DbtManifestError, match="is unreadable.*make dbt-manifest"):
+        manifest_path(project_copy)
+
+
+def test_airflow_environment_has_no_dbt() -> None:
+    """Cosmos renders from the manifest: the scheduler needs no dbt next to Airflow."""
+    for package in ("dbt-core", "dbt-postgres", "dbt-redshift"):
+        with pytest.raises(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.distribution(package)

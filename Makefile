@@ -45,6 +45,13 @@ cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
 dbt-manifest: $(VENV)/dbt/.installed ## Build dbt/movielens_redshift/target/manifest.json (Cosmos renders from it)
 	cd dbt/movielens_redshift && ../../$(VENV)/dbt/bin/dbt parse --quiet --profiles-dir . --project-dir .
 
+.PHONY: bundle deploy
+bundle: venvs dbt-manifest ## Build and check the MWAA bundle in build/mwaa (dags/, plugins.zip, requirements.txt, startup.sh)
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle build
+deploy: venvs dbt-manifest ## Build, check and upload the bundle: make deploy MWAA_BUCKET=name [S3_ENDPOINT_URL=url]
+	@test -n "$(MWAA_BUCKET)" || { echo "set MWAA_BUCKET=<the MWAA environment's bucket>"; exit 2; }
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle deploy --bucket "$(MWAA_BUCKET)" $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
+
 .PHONY: stack-start stack-stop stack-status
 stack-start: venvs ## Start the local S3 API, Aurora and Redshift stand-ins and replication
 	$(AIRFLOW_PY) -m localdev.stack start

@@ -32,14 +32,20 @@ $(VENV)/stack/.installed: requirements/local-stack.txt | check-python
 	$(VENV)/stack/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+$(VENV)/airflow3/.installed: requirements/airflow3.txt | check-python
+	rm -rf $(VENV)/airflow3 && $(PYTHON) -m venv $(VENV)/airflow3
+	$(VENV)/airflow3/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 	rm -rf $(VENV)/cfn && $(PYTHON) -m venv $(VENV)/cfn
 	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
-.PHONY: venvs cfn-tools
+.PHONY: venvs cfn-tools airflow3
 venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## Build the Airflow, dbt and local-stack environments
 cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
+airflow3: $(VENV)/airflow3/.installed ## Build the Airflow 3 environment the compatibility tests use
 
 .PHONY: dbt-manifest
 dbt-manifest: $(VENV)/dbt/.installed ## Build dbt/movielens_redshift/target/manifest.json (Cosmos renders from it)
@@ -65,7 +71,7 @@ demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
-test: venvs cfn-tools ## Run the whole test suite (starts and stops its own stack)
+test: venvs cfn-tools airflow3 ## Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
 .PHONY: bench-replication

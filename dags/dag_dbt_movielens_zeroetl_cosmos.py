@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.decorators import dag, task
-from airflow.models.baseoperator import chain
-from airflow.timetables.datasets import DatasetOrTimeSchedule
-from airflow.timetables.trigger import CronTriggerTimetable
-
 from movielens_pipeline.airflow_datasets import AURORA_TABLE_DATASETS
+from movielens_pipeline.compat import chain, cron_or_datasets_schedule, dag, task
 from movielens_pipeline.dbt_config import movielens_dbt_task_group
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
 from movielens_pipeline.settings import load_settings
@@ -23,10 +19,7 @@ SETTINGS = load_settings()
 
 @dag(
     dag_id="dag_dbt_movielens_zeroetl_cosmos",
-    schedule=DatasetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
-        datasets=AURORA_TABLE_DATASETS,
-    ),
+    schedule=cron_or_datasets_schedule("0 3 * * *", AURORA_TABLE_DATASETS),
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,

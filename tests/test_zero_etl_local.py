@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from localdev.stack import AURORA_DATABASE, WAREHOUSE_DATABASE, LocalStack
+from movielens_pipeline.compat import TRIGGERING_EVENTS
 from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, ReplicationFailed
 
 CDC_MOVIE_ID = 990_001
@@ -161,9 +162,7 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
 
     load_event = SimpleNamespace(extra={"loaded_at": bootstrapped["check"]["started_at"] - 5})
     sensor = ZeroEtlCatchUpSensor(task_id="wait", check_task_id="bootstrap", poke_interval=0.1)
-    result = sensor.poke(
-        {"ti": TaskInstance(), "triggering_dataset_events": {"postgres://x": [load_event]}}
-    )
+    result = sensor.poke({"ti": TaskInstance(), TRIGGERING_EVENTS: {"postgres://x": [load_event]}})
 
     assert result.is_done
     assert 0 <= result.xcom_value["lag_seconds"] < 5

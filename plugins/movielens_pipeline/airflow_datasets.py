@@ -6,8 +6,7 @@ every environment and needs no lookup when the DAG is parsed.
 
 from __future__ import annotations
 
-from airflow.datasets import Dataset
-
+from movielens_pipeline.compat import Dataset
 from movielens_pipeline.tables import SOURCE_DATABASE, SOURCE_SCHEMA, TABLES
 
 AURORA_TABLE_DATASETS = [

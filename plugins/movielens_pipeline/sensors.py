@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from airflow.exceptions import AirflowFailException
-from airflow.sensors.base import BaseSensorOperator, PokeReturnValue
-
+from movielens_pipeline.compat import (
+    TRIGGERING_EVENTS,
+    AirflowFailException,
+    BaseSensorOperator,
+    PokeReturnValue,
+)
 from movielens_pipeline.settings import load_settings
 from movielens_pipeline.zero_etl import ReplicationFailed
 
@@ -45,7 +48,7 @@ class ZeroEtlCatchUpSensor(BaseSensorOperator):
         lag = {"lag_seconds": round(caught_up_at - check["started_at"], 3)}
         loaded_at = [
             event.extra["loaded_at"]
-            for events in context.get("triggering_dataset_events", {}).values()
+            for events in (context.get(TRIGGERING_EVENTS) or {}).values()
             for event in events
             if "loaded_at" in (event.extra or {})
         ]

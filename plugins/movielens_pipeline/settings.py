@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow.configuration import conf
+from movielens_pipeline.compat import conf
 
 AWS_CONN_ID = "aws_default"
 AURORA_CONN_ID = "movielens_aurora"

@@ -28,6 +28,8 @@ def airflow_environment(stack: LocalStack, airflow_home: Path, archive: str = ""
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
             # Cosmos' dataset aliases break `airflow dags test` on Airflow 2.10.
             "AIRFLOW__COSMOS__ENABLE_DATASET_ALIAS": "False",
+            # No usage reports to a third-party endpoint from every dbt task.
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "AIRFLOW__MOVIELENS__RUNTIME": "local",
             "AIRFLOW__MOVIELENS__RAW_BUCKET": stack.bucket,
             "AIRFLOW__MOVIELENS__ARCHIVE": archive or os.environ.get("MOVIELENS_ARCHIVE", ""),

@@ -5,6 +5,7 @@ Each test reads the long form produced by the CFN-aware loader in conftest.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -475,6 +476,13 @@ def test_mwaa_airflow_configuration_options(templates: dict[str, Any]) -> None:
         param_default(tpl, opts["movielens.dbt_executable_path"])
         == "/usr/local/airflow/dbt_venv/bin/dbt"
     )
+    # Every [movielens] option is one the DAGs read; no third-party calls from Cosmos.
+    from movielens_pipeline.settings import Settings
+
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    options = {key.split(".", 1)[1] for key in opts if key.startswith("movielens.")}
+    assert options <= fields, options - fields
+    assert opts["cosmos.enable_telemetry"] == "False"
     # The raw bucket export really is the raw bucket's name.
     storage_out = templates["storage"]["Outputs"]["RawBucketName"]
     assert storage_out["Value"] == {"Ref": "RawBucket"}

@@ -10,10 +10,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.decorators import dag, task
-from airflow.models.baseoperator import chain
-
 from movielens_pipeline.airflow_datasets import AURORA_TABLE_DATASETS
+from movielens_pipeline.compat import chain, dag, task
 from movielens_pipeline.tables import TABLES
 
 
@@ -30,7 +28,10 @@ from movielens_pipeline.tables import TABLES
 def dag_movielens_load_aurora() -> None:
     @task
     def stage_dataset_in_s3() -> dict:
-        """Fetch and MD5-verify the archive, check the CSV headers, upload the four CSVs."""
+        """Fetch and MD5-verify the archive, check the CSV headers, upload the changed CSVs.
+
+        A CSV whose SHA-256 matches the object's ``sha256`` metadata is skipped (logged).
+        """
         from movielens_pipeline import pipeline
         from movielens_pipeline.settings import load_settings
 
@@ -46,10 +47,13 @@ def dag_movielens_load_aurora() -> None:
 
     @task(map_index_template="{{ table_name }}")
     def load_aurora_table(staged: dict, table_name: str) -> int:
-        """TRUNCATE + import from S3 in one transaction: replication applies it atomically."""
-        from airflow.operators.python import get_current_context
+        """TRUNCATE + import from S3 in one transaction: replication applies it atomically.
 
+        Mapped once per table, each with its own connection: the four run in parallel
+        under MWAA's executor (benchmarks/ingestion.py measures concurrent against sequential).
+        """
         from movielens_pipeline import pipeline
+        from movielens_pipeline.compat import get_current_context
         from movielens_pipeline.settings import load_settings
 
         get_current_context()["table_name"] = table_name

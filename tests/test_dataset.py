@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
@@ -94,3 +95,75 @@ def test_bad_csv_is_a_clear_error(
     with pytest.raises(DatasetError, match=expected) as error:
         csv_row_counts(MovieLensSource("ml-latest-small", folder))
     assert "movies.csv" in str(error.value)
+
+
+def synthetic_archive(folder: Path, name: str) -> Path:
+    """A small archive shaped like GroupLens' ``<name>.zip``, from the synthetic generator."""
+    from movielens_pipeline.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(folder / "csv", ratings=2_000, seed=1)
+    archive = folder / f"{name}.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for csv_file in sorted((folder / "csv").iterdir()):
+            out.write(csv_file, f"{name}/{csv_file.name}")
+    return archive
+
+
+@pytest.mark.parametrize("name", ["ml-25m", "ml-32m"])
+def test_large_archives_by_name_are_downloaded_cached_and_said_to_be_unchecksummed(
+    tmp_path: Path, monkeypatch, caplog, name: str
+):
+    assert name in dataset.KNOWN_DATASETS
+    assert dataset.GROUPLENS_URL.format(name=name) == (
+        f"https://files.grouplens.org/datasets/movielens/{name}.zip"
+    )
+    # No sum from GroupLens' own material was found for these: none may be invented.
+    assert name not in dataset.PUBLISHED_MD5
+    server = tmp_path / "server"
+    server.mkdir()
+    synthetic_archive(server, name)
+    monkeypatch.setattr(dataset, "GROUPLENS_URL", server.as_uri() + "/{name}.zip")
+    cache = tmp_path / "cache"
+
+    with caplog.at_level("INFO", logger=dataset.__name__):
+        source = fetch_dataset(name, "", cache)
+    assert source.path == cache / f"{name}.zip"
+    assert csv_row_counts(source)["ratings"] == 2_000
+    assert f"No published MD5 known for {name}" in caplog.text
+
+    def no_download(*_args):
+        raise AssertionError("the cached archive should be used")
+
+    monkeypatch.setattr(dataset, "_download", no_download)
+    assert fetch_dataset(name, "", cache).path == source.path
+
+
+def test_download_logs_progress_in_bytes_and_percent(archive_path: Path, tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset, "GROUPLENS_URL", archive_path.parent.as_uri() + "/{name}.zip")
+    monkeypatch.setattr(dataset, "PROGRESS_EVERY_BYTES", 256 << 10)
+    messages = []
+    monkeypatch.setattr(dataset.log, "info", lambda fmt, *args: messages.append(fmt % args))
+
+    fetch_dataset("ml-latest-small", "", tmp_path)
+
+    progress = [m for m in messages if m.startswith("ml-latest-small: ")]
+    assert len(progress) == 4, messages  # 0.93 MiB: 3 steps of 256 KiB, then the total
+    assert progress[-1].startswith("ml-latest-small: 0.9 of 0.9 MiB (100%")
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_interrupted_download_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    def short_response(*_args, **_kwargs):
+        response = io.BytesIO(b"x" * 10)
+        response.headers = {"Content-Length": "1000"}
+        return response
+
+    monkeypatch.setattr(dataset.urllib.request, "urlopen", short_response)
+    with pytest.raises(DatasetError, match=r"stopped at 10 of 1000 bytes"):
+        fetch_dataset("ml-latest-small", "", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_dataset_name_lists_the_known_ones(tmp_path: Path):
+    with pytest.raises(DatasetError, match=r"Unknown MovieLens dataset 'ml-1b'.*ml-25m, ml-32m"):
+        fetch_dataset("ml-1b", "", tmp_path)

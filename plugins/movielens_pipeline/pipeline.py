@@ -6,13 +6,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from airflow.hooks.base import BaseHook
+import psycopg2
 from airflow.providers.amazon.aws.hooks.rds import RdsHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from psycopg2.extensions import make_dsn
 
 from movielens_pipeline import dataset, loading
+from movielens_pipeline.compat import BaseHook
 from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
 from movielens_pipeline.settings import (
     ANALYTICS_DATABASE,
@@ -54,7 +55,30 @@ def _connect(conn_id: str, hook_connect: Callable[[], Any]) -> Any:
 
 
 def aurora_connection() -> Any:
-    return _connect(AURORA_CONN_ID, PostgresHook(postgres_conn_id=AURORA_CONN_ID).get_conn)
+    """A psycopg2 connection (the loads stream with ``copy_expert``), whatever driver the
+    Postgres provider prefers (on Airflow 3 it picks psycopg 3 when installed)."""
+    return _connect(AURORA_CONN_ID, lambda: _psycopg2_connect(AURORA_CONN_ID))
+
+
+def _psycopg2_connect(conn_id: str) -> Any:
+    hook = PostgresHook(postgres_conn_id=conn_id)
+    connection = hook.get_conn()
+    if isinstance(connection, psycopg2.extensions.connection):
+        return connection
+    connection.close()
+    airflow_connection = hook.get_connection(conn_id)
+    return psycopg2.connect(
+        host=airflow_connection.host,
+        port=airflow_connection.port or 5432,
+        dbname=airflow_connection.schema,
+        user=airflow_connection.login,
+        password=airflow_connection.password,
+        **{
+            k: v
+            for k, v in airflow_connection.extra_dejson.items()
+            if k in ("sslmode", "sslrootcert")
+        },
+    )
 
 
 def warehouse_connection() -> Any:
@@ -102,11 +126,14 @@ def replica_qualifier(settings: Settings) -> str:
 
 
 def stage_dataset_in_s3(settings: Settings) -> dict[str, Any]:
-    """Fetch and verify the dataset, then upload its four CSVs to the raw bucket."""
+    """Fetch and verify the dataset, then upload its changed CSVs to the raw bucket."""
     source = dataset.fetch_dataset(settings.dataset, settings.archive, settings.cache_dir)
     csv_rows = dataset.csv_row_counts(source)
     log.info("%s verified: %s", source.path, csv_rows)
     objects = loading.upload_csvs(S3Hook(aws_conn_id=AWS_CONN_ID), source, settings.raw_bucket)
+    skipped = [table for table, info in objects.items() if not info["uploaded"]]
+    if skipped:
+        log.info("Unchanged since the last upload (same sha256), not uploaded: %s", skipped)
     return {"bucket": settings.raw_bucket, "objects": objects, "csv_rows": csv_rows}
 
 

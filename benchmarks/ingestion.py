@@ -1,0 +1,386 @@
+"""S3 -> Aurora ingestion, side by side: our loader against the usual ways, and at scale.
+
+    python -m benchmarks.ingestion [--archive ml-latest-small.zip] [--repeat 3]
+                                   [--rows 1000000] [--ten-million]
+
+Starts a private local stack (moto's S3, PostgreSQL for Aurora) and, in one run:
+
+1. Loads the four ml-latest-small tables from S3 into the keyed Aurora tables with
+   - our loader: ``load_table`` + ``StreamedCopyImport`` (TRUNCATE + streamed COPY, one
+     transaction per table), table after table and the four at once (one thread and one
+     connection per table);
+   - pandas ``read_csv`` + ``DataFrame.to_sql`` with its defaults (the seed's way), on a
+     SQLAlchemy engine to the same database: ``if_exists='append'`` after a TRUNCATE into
+     the same keyed tables, and ``if_exists='replace'`` as the seed did (tables recreated
+     without keys, in a scratch schema);
+   - the Amazon provider's ``S3ToSqlOperator`` (download, then ``insert_rows`` with its
+     default ``commit_every=1000``), ``execute()``'d with Airflow connections from
+     ``AIRFLOW_CONN_*``; its parser is the documented ``csv.reader`` one, skipping the
+     header and passing empty fields as NULL (without that it cannot load links.csv);
+   - a bare ``COPY ... FROM STDIN`` of the same CSVs from local files (psycopg2
+     ``copy_expert``, TRUNCATE + COPY in one transaction): the limit on this machine.
+   Each is timed from the S3 object to committed rows, ``--repeat`` times interleaved; the
+   median is printed with the ratios, and every run's row counts are checked.
+2. Loads synthetic ratings (1M, and 10M with ``--ten-million``) through our loader in a
+   child process: rows per second, and the child's peak RSS (``VmHWM``) beside a child
+   that imports the same modules and loads nothing.
+
+Logical replication of the local stack is paused during the run, so that the walsender
+and the apply worker do not compete for the two cores with the loads being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from localdev.airflow_env import SHARED_ARCHIVE
+from localdev.stack import AURORA_DATABASE, REPO_ROOT, WAREHOUSE_DATABASE, LocalStack, free_port
+
+sys.path.insert(0, str(REPO_ROOT / "plugins"))
+
+from movielens_pipeline.loading import CSV_OPTIONS, StreamedCopyImport, load_tables
+from movielens_pipeline.synthetic import write_synthetic_dataset
+from movielens_pipeline.tables import SOURCE_SCHEMA, TABLES, TABLES_BY_NAME, schema_statements
+from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION
+
+SEED_SCHEMA = "seed_pandas"
+CHILD_LOAD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1] + "/plugins")
+from localdev.stack import AURORA_DATABASE, LocalStack
+from movielens_pipeline.loading import StreamedCopyImport, load_table
+from movielens_pipeline.tables import TABLES_BY_NAME
+
+stack = LocalStack(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+key = sys.argv[6]
+rows, seconds = 0, 0.0
+if key:
+    # Client and connection are made before the clock: a fixed cost, not a per-row one.
+    importer = StreamedCopyImport(stack.s3_client())
+    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
+    started = time.perf_counter()
+    rows = load_table(connection, TABLES_BY_NAME["ratings"], importer, stack.bucket, key)
+    seconds = time.perf_counter() - started
+    connection.close()
+status = open("/proc/self/status").read()
+peak_kib = int(status.split("VmHWM:")[1].split()[0])
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak_kib / 1024}))
+"""
+
+
+class Bench:
+    def __init__(self, stack: LocalStack, csv_dir: Path, expected: dict[str, int]) -> None:
+        self.stack = stack
+        self.csv_dir = csv_dir
+        self.expected = expected
+        self.keys = {table.name: table.s3_key for table in TABLES}
+        # Made once, outside the clock, for every contender that takes them (the operator
+        # makes its own hooks, as it does in a task).
+        self.s3 = stack.s3_client()
+        self.engine = self._engine()
+
+    def connect(self):  # noqa: ANN201 - psycopg2 connection
+        return self.stack.pg_connect(self.stack.aurora_port, AURORA_DATABASE)
+
+    def counts(self, schema: str = SOURCE_SCHEMA) -> dict[str, int]:
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                result = {}
+                for table in TABLES:
+                    cursor.execute(f"select count(*) from {schema}.{table.name}")
+                    result[table.name] = cursor.fetchone()[0]
+                return result
+        finally:
+            connection.close()
+
+    def truncate_all(self) -> None:
+        connection = self.connect()
+        with connection, connection.cursor() as cursor:
+            cursor.execute(f"truncate {', '.join(t.qualified_name for t in TABLES)}")
+        connection.close()
+
+    # --- the contenders ----------------------------------------------------------------
+
+    def ours_sequential(self) -> None:
+        load_tables(
+            self.connect,
+            StreamedCopyImport(self.s3),
+            self.stack.bucket,
+            self.keys,
+            parallel=False,
+        )
+
+    def ours_parallel(self) -> None:
+        load_tables(
+            self.connect,
+            StreamedCopyImport(self.s3),
+            self.stack.bucket,
+            self.keys,
+            parallel=True,
+        )
+
+    def bare_copy(self) -> None:
+        connection = self.connect()
+        try:
+            for table in TABLES:
+                with connection.cursor() as cursor, (self.csv_dir / table.csv_file).open("rb") as f:
+                    cursor.execute(f"truncate {table.qualified_name}")
+                    cursor.copy_expert(
+                        f"copy {table.qualified_name} ({', '.join(table.column_names)})"
+                        f" from stdin with {CSV_OPTIONS}",
+                        f,
+                        size=1 << 16,
+                    )
+                connection.commit()
+        finally:
+            connection.close()
+
+    def _engine(self):  # noqa: ANN202 - SQLAlchemy engine
+        from sqlalchemy import create_engine
+
+        uri = self.stack.connection_uris()["AIRFLOW_CONN_MOVIELENS_AURORA"]
+        return create_engine(uri.replace("postgres://", "postgresql+psycopg2://", 1))
+
+    def _read_csv(self, table):  # noqa: ANN001, ANN202 - DataFrame
+        import pandas as pd
+
+        body = self.s3.get_object(Bucket=self.stack.bucket, Key=table.s3_key)["Body"]
+        frame = pd.read_csv(body)
+        return frame.rename(columns=dict(zip(table.csv_header, table.column_names, strict=True)))
+
+    def pandas_append(self) -> None:
+        for table in TABLES:
+            frame = self._read_csv(table)
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(f"truncate {table.qualified_name}")
+            frame.to_sql(
+                table.name, self.engine, schema=SOURCE_SCHEMA, if_exists="append", index=False
+            )
+
+    def pandas_replace(self) -> None:
+        for table in TABLES:
+            frame = self._read_csv(table)
+            frame.to_sql(
+                table.name, self.engine, schema=SEED_SCHEMA, if_exists="replace", index=False
+            )
+
+    def s3_to_sql_operator(self) -> None:
+        from airflow.providers.amazon.aws.transfers.s3_to_sql import S3ToSqlOperator
+
+        def parse_csv(filepath: str) -> Iterator[list[str | None]]:
+            with open(filepath, newline="", encoding="utf-8") as file:
+                reader = csv.reader(file)
+                next(reader)  # the header
+                for row in reader:
+                    yield [value if value != "" else None for value in row]
+
+        connection = self.connect()
+        with connection, connection.cursor() as cursor:
+            cursor.execute(f"truncate {', '.join(t.qualified_name for t in TABLES)}")
+        connection.close()
+        for table in TABLES:
+            S3ToSqlOperator(
+                task_id=f"s3_to_sql_{table.name}",
+                s3_bucket=self.stack.bucket,
+                s3_key=table.s3_key,
+                # insert_rows takes the table name as written: the schema goes in it.
+                table=table.qualified_name,
+                column_list=table.column_names,
+                parser=parse_csv,
+                sql_conn_id="movielens_aurora",
+                aws_conn_id="aws_default",
+            ).execute(context={})
+
+    # --- running -----------------------------------------------------------------------
+
+    def run(self, repeat: int) -> dict[str, float]:
+        contenders: dict[str, tuple[Callable[[], None], str]] = {
+            "ours (load_table + streamed COPY), sequential": (self.ours_sequential, SOURCE_SCHEMA),
+            "ours, 4 tables concurrently": (self.ours_parallel, SOURCE_SCHEMA),
+            "bare COPY from local files": (self.bare_copy, SOURCE_SCHEMA),
+            "pandas read_csv + to_sql (append)": (self.pandas_append, SOURCE_SCHEMA),
+            "pandas read_csv + to_sql (replace)": (self.pandas_replace, SEED_SCHEMA),
+            "S3ToSqlOperator (csv.reader)": (self.s3_to_sql_operator, SOURCE_SCHEMA),
+        }
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for round_ in range(1, repeat + 1):
+            for name, (contender, schema) in contenders.items():
+                self.truncate_all()
+                started = time.perf_counter()
+                contender()
+                elapsed = time.perf_counter() - started
+                counts = self.counts(schema)
+                if counts != self.expected:
+                    raise SystemExit(f"{name} loaded {counts}, expected {self.expected}")
+                times[name].append(elapsed)
+                print(f"  round {round_}: {name:48} {elapsed:7.2f} s", flush=True)
+        self.engine.dispose()
+        return {name: statistics.median(values) for name, values in times.items()}
+
+
+def child_load(stack: LocalStack, key: str) -> dict:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD_LOAD,
+            str(REPO_ROOT),
+            str(stack.root),
+            str(stack.aurora_port),
+            str(stack.warehouse_port),
+            str(stack.s3_port),
+            key,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def bare_copy_file(stack: LocalStack, path: Path) -> float:
+    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
+    table = TABLES_BY_NAME["ratings"]
+    started = time.perf_counter()
+    with connection.cursor() as cursor, path.open("rb") as f:
+        cursor.execute(f"truncate {table.qualified_name}")
+        cursor.copy_expert(
+            f"copy {table.qualified_name} ({', '.join(table.column_names)})"
+            f" from stdin with {CSV_OPTIONS}",
+            f,
+            size=1 << 16,
+        )
+    connection.commit()
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return elapsed
+
+
+def scale_runs(stack: LocalStack, scratch: Path, sizes: list[int], repeat: int) -> None:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id="aws_default")
+    print(
+        "\nSynthetic ratings through our loader, each load in a fresh child process"
+        f" (TRUNCATE + streamed COPY + commit; median of {repeat})"
+    )
+    baseline = child_load(stack, "")["peak_mib"]
+    print(f"  a child that imports the same modules and loads nothing: peak RSS {baseline:.1f} MiB")
+    print(
+        f"  {'ratings':>12} {'CSV MiB':>8} {'load s':>7} {'rows/s':>10} {'peak RSS MiB':>13}"
+        f" {'bare COPY s':>12} {'ours/bare':>10}"
+    )
+    for rows in sizes:
+        folder = scratch / f"synthetic-{rows}"
+        write_synthetic_dataset(folder, rows, seed=1)
+        ratings_csv = folder / "ratings.csv"
+        key = f"bench/synthetic-{rows}/ratings.csv"
+        hook.load_file(str(ratings_csv), key, stack.bucket, replace=True)
+        ours, bare, peaks = [], [], []
+        for _ in range(repeat):
+            result = child_load(stack, key)
+            if result["rows"] != rows:
+                raise SystemExit(f"loaded {result['rows']} of {rows} synthetic ratings")
+            ours.append(result["seconds"])
+            peaks.append(result["peak_mib"])
+            bare.append(bare_copy_file(stack, ratings_csv))
+        seconds, bare_seconds = statistics.median(ours), statistics.median(bare)
+        print(
+            f"  {rows:>12,} {ratings_csv.stat().st_size / (1 << 20):>8.0f} {seconds:>7.2f}"
+            f" {rows / seconds:>10,.0f} {max(peaks):>13.1f}"
+            f" {bare_seconds:>12.2f} {seconds / bare_seconds:>10.2f}",
+            flush=True,
+        )
+        shutil.rmtree(folder)
+        hook.delete_objects(stack.bucket, [key])
+
+
+def start_stack(root: Path) -> LocalStack:
+    stack = LocalStack(root, free_port(), free_port(), free_port())
+    stack.start()
+    warehouse = stack.pg_connect(stack.warehouse_port, WAREHOUSE_DATABASE)
+    warehouse.autocommit = True
+    with warehouse.cursor() as cursor:
+        cursor.execute(f"alter subscription {LOCAL_SUBSCRIPTION} disable")
+    warehouse.close()
+    aurora = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
+    aurora.autocommit = True
+    with aurora.cursor() as cursor:
+        for statement in schema_statements():
+            cursor.execute(statement)
+        cursor.execute(f"create schema if not exists {SEED_SCHEMA}")
+        for table in TABLES:  # empty tables so that the first round's counts can be read
+            cursor.execute(
+                f"create table if not exists {SEED_SCHEMA}.{table.name}"
+                f" (like {table.qualified_name})"
+            )
+    aurora.close()
+    return stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", type=Path, default=SHARED_ARCHIVE)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic ratings")
+    parser.add_argument(
+        "--ten-million", action="store_true", help="also 10M synthetic ratings (about 3 min)"
+    )
+    args = parser.parse_args(argv)
+
+    root = Path(tempfile.mkdtemp(prefix="movielens-ingestion-"))
+    root.chmod(0o755)
+    os.environ.setdefault("AIRFLOW_HOME", str(root / "airflow-home"))
+    stack = start_stack(root)
+    try:
+        os.environ.update(stack.connection_uris())
+        for noisy in ("airflow", "botocore", "py.warnings", "movielens_pipeline"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from movielens_pipeline.dataset import MovieLensSource, csv_row_counts
+        from movielens_pipeline.loading import upload_csvs
+
+        csv_dir = root / "csv"
+        with zipfile.ZipFile(args.archive) as archive:
+            for table in TABLES:
+                (csv_dir / table.csv_file).parent.mkdir(parents=True, exist_ok=True)
+                (csv_dir / table.csv_file).write_bytes(
+                    archive.read(f"ml-latest-small/{table.csv_file}")
+                )
+        source = MovieLensSource("ml-latest-small", csv_dir)
+        expected = csv_row_counts(source)
+        upload_csvs(S3Hook(aws_conn_id="aws_default"), source, stack.bucket)
+
+        print(f"ml-latest-small, four tables from S3 into keyed tables ({expected})")
+        medians = Bench(stack, csv_dir, expected).run(args.repeat)
+        ours = medians["ours (load_table + streamed COPY), sequential"]
+        print(f"\nMedian of {args.repeat} (seconds, and each one's time / ours sequential):")
+        for name, seconds in medians.items():
+            print(f"  {name:48} {seconds:7.2f} s  {seconds / ours:6.2f}x")
+
+        sizes = [100_000, args.rows] + ([10_000_000] if args.ten_million else [])
+        scale_runs(stack, root, sizes, args.repeat)
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

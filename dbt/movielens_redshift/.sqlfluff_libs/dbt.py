@@ -16,3 +16,11 @@ def split_part(string_text, delimiter_text, part_number):
 
 def length(expression):
     return f"length({expression})"
+
+
+def date_trunc(datepart, date):
+    return f"date_trunc('{datepart}', {date})"
+
+
+def current_timestamp():
+    return "current_timestamp"

@@ -8,7 +8,8 @@
 {#
     One row per movie (all movies, rated or not). weighted_avg_rating is a
     Bayesian average that pulls movies with few ratings towards the mean of
-    all ratings: (v * R + m * C) / (v + m), m = var('weighted_rating_min_ratings', 10).
+    all ratings: (v * R + m * C) / (v + m), m = var('weighted_rating_min_ratings', 10)
+    (macros/bayesian_average.sql; analytics_top_movies ranks by the same).
 #}
 {%- set min_ratings = var('weighted_rating_min_ratings', 10) -%}
 
@@ -72,13 +73,10 @@ movie_insights as (
         end as primary_genre,
         coalesce(movie_ratings.rating_count, 0) as rating_count,
         movie_ratings.avg_rating,
-        cast(
-            (
-                coalesce(movie_ratings.rating_count * cast(movie_ratings.avg_rating as double precision), 0)
-                + {{ min_ratings }} * overall.overall_avg_rating
-            ) / (coalesce(movie_ratings.rating_count, 0) + {{ min_ratings }})
-            as decimal(18, 6)
-        ) as weighted_avg_rating,
+        {{ bayesian_average(
+            'movie_ratings.rating_count', 'movie_ratings.avg_rating',
+            'overall.overall_avg_rating', min_ratings
+        ) }} as weighted_avg_rating,
         movie_ratings.stddev_rating,
         movie_ratings.min_rating,
         movie_ratings.max_rating,

@@ -12,7 +12,7 @@ PIP_QUIET := --quiet --disable-pip-version-check
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: check-python
 check-python:
@@ -37,15 +37,21 @@ $(VENV)/airflow3/.installed: requirements/airflow3.txt | check-python
 	$(VENV)/airflow3/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+$(VENV)/sqlfluff/.installed: requirements/sqlfluff.txt | check-python
+	rm -rf $(VENV)/sqlfluff && $(PYTHON) -m venv $(VENV)/sqlfluff
+	$(VENV)/sqlfluff/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 	rm -rf $(VENV)/cfn && $(PYTHON) -m venv $(VENV)/cfn
 	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
-.PHONY: venvs cfn-tools airflow3
+.PHONY: venvs cfn-tools airflow3 sqlfluff-tools
 venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## Build the Airflow, dbt and local-stack environments
 cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
 airflow3: $(VENV)/airflow3/.installed ## Build the Airflow 3 environment the compatibility tests use
+sqlfluff-tools: $(VENV)/sqlfluff/.installed ## Build the sqlfluff environment (lints the dbt SQL)
 
 .PHONY: dbt-manifest
 dbt-manifest: $(VENV)/dbt/.installed ## Build dbt/movielens_redshift/target/manifest.json (Cosmos renders from it)
@@ -71,17 +77,24 @@ demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
-test: venvs cfn-tools airflow3 ## Run the whole test suite (starts and stops its own stack)
+test: venvs cfn-tools airflow3 sqlfluff-tools ## Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
 .PHONY: bench-replication
 bench-replication: venvs ## Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
 	$(AIRFLOW_PY) -m benchmarks.replication_lag $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
+.PHONY: bench-ingestion synthetic
+bench-ingestion: venvs ## Ingestion side by side (ours, to_sql, S3ToSqlOperator, bare COPY), synthetic 1M ratings (BENCH_ARGS=--ten-million adds 10M)
+	$(AIRFLOW_PY) -m benchmarks.ingestion $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)") $(BENCH_ARGS)
+synthetic: $(VENV)/airflow/.installed ## MovieLens-shaped synthetic CSVs (ROWS=1000000 OUT=.local/synthetic SEED=0)
+	PYTHONPATH=plugins $(AIRFLOW_PY) -m movielens_pipeline.synthetic $(or $(OUT),.local/synthetic) --ratings $(or $(ROWS),1000000) --seed $(or $(SEED),0)
+
 .PHONY: lint
-lint: $(VENV)/airflow/.installed ## ruff check and format check
+lint: $(VENV)/airflow/.installed $(VENV)/sqlfluff/.installed ## ruff check and format check, sqlfluff on the dbt SQL
 	$(VENV)/airflow/bin/ruff check .
 	$(VENV)/airflow/bin/ruff format --check .
+	$(VENV)/sqlfluff/bin/sqlfluff lint dbt/movielens_redshift
 
 .PHONY: lock
 lock: | check-python ## Regenerate the locks in requirements/ from their .in files

@@ -18,6 +18,7 @@ from cosmos import (
     ProfileConfig,
     ProjectConfig,
     RenderConfig,
+    TestBehavior,
 )
 from cosmos.constants import InvocationMode, TestIndirectSelection
 from cosmos.profiles import PostgresUserPasswordProfileMapping, RedshiftUserPasswordProfileMapping
@@ -115,6 +116,8 @@ def movielens_dbt_task_group(
             load_method=load_method,
             dbt_executable_path=settings.dbt_executable_path,
             invocation_mode=InvocationMode.SUBPROCESS,
+            # One `dbt build --select <model>` per model: its run and its tests in one task.
+            test_behavior=TestBehavior.BUILD,
             # Relationship tests run once both of their models are built, not before.
             should_detach_multiple_parents_tests=True,
         ),

@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -30,8 +28,8 @@ from localdev.airflow_env import (
     build_dbt_manifest,
     migrate_metadata_db,
 )
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG, run_dag
-from localdev.stack import REPO_ROOT, LocalStack, free_port
+from localdev.demo import LOAD_DAG, TRANSFORM_DAG, DagRunFailed, run_dag
+from localdev.stack import REPO_ROOT, private_stack
 
 TASK_GROUP_DAG = """
 from datetime import datetime
@@ -111,10 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     build_dbt_manifest()
-    scratch = Path(tempfile.mkdtemp(prefix="movielens-dag-costs-"))
-    scratch.chmod(0o755)
-    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port())
-    try:
+    with private_stack("movielens-dag-costs-") as stack:
+        scratch = stack.root.parent
         env = airflow_environment(stack, scratch / "airflow", str(args.archive))
         env["AIRFLOW__COSMOS__ENABLE_CACHE"] = "False"
         folders = {}
@@ -145,18 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"  manifest / dbt ls: {ratio:.2f}")
 
-        stack.start()
         migrate_metadata_db(env)
         run_dag(LOAD_DAG, env, scratch / "runs")
         print("Transform DAG on ml-latest-small (airflow dags test):")
         for mode in ("local", "watcher"):
             mode_env = {**env, "AIRFLOW__MOVIELENS__DBT_EXECUTION_MODE": mode}
-            whole = run_dag(TRANSFORM_DAG, mode_env, scratch / "runs")
+            try:
+                whole = run_dag(TRANSFORM_DAG, mode_env, scratch / "runs", timeout=600)
+            except DagRunFailed as error:
+                # dags test runs one task at a time in any order: a watcher that starts
+                # before the producer waits for a build that never begins.
+                print(f"  ExecutionMode.{mode.upper():8} {error}")
+                continue
             group = task_group_seconds(mode_env)
             print(f"  ExecutionMode.{mode.upper():8} task group {group:6.1f} s, DAG {whole:6.1f} s")
-    finally:
-        stack.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -40,14 +40,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from localdev.airflow_env import SHARED_ARCHIVE
-from localdev.stack import AURORA_DATABASE, REPO_ROOT, WAREHOUSE_DATABASE, LocalStack, free_port
+from localdev.stack import AURORA_DATABASE, REPO_ROOT, WAREHOUSE_DATABASE, LocalStack, private_stack
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
@@ -310,9 +309,8 @@ def scale_runs(stack: LocalStack, scratch: Path, sizes: list[int], repeat: int) 
         hook.delete_objects(stack.bucket, [key])
 
 
-def start_stack(root: Path) -> LocalStack:
-    stack = LocalStack(root, free_port(), free_port(), free_port())
-    stack.start()
+def prepare_stack(stack: LocalStack) -> None:
+    """Pause replication (only Aurora is measured) and create the tables and seed copies."""
     warehouse = stack.pg_connect(stack.warehouse_port, WAREHOUSE_DATABASE)
     warehouse.autocommit = True
     with warehouse.cursor() as cursor:
@@ -330,7 +328,6 @@ def start_stack(root: Path) -> LocalStack:
                 f" (like {table.qualified_name})"
             )
     aurora.close()
-    return stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,11 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="movielens-ingestion-"))
-    root.chmod(0o755)
-    os.environ.setdefault("AIRFLOW_HOME", str(root / "airflow-home"))
-    stack = start_stack(root)
-    try:
+    with private_stack("movielens-ingestion-") as stack:
+        root = stack.root.parent
+        os.environ.setdefault("AIRFLOW_HOME", str(root / "airflow-home"))
+        prepare_stack(stack)
         os.environ.update(stack.connection_uris())
         for noisy in ("airflow", "botocore", "py.warnings", "movielens_pipeline"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -376,9 +372,6 @@ def main(argv: list[str] | None = None) -> int:
 
         sizes = [100_000, args.rows] + ([10_000_000] if args.ten_million else [])
         scale_runs(stack, root, sizes, args.repeat)
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

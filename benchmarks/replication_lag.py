@@ -2,46 +2,30 @@
 
     python -m benchmarks.replication_lag [--archive ml-latest-small.zip] [--rows 1000000]
 
-Starts a private stack, loads the real ml-latest-small ratings and then a synthetic
-ratings file of ``--rows`` rows through the pipeline's own S3 -> Aurora load (TRUNCATE +
-streamed COPY in one transaction), and times how long logical replication takes to
-deliver each load, as the transform DAG's sensor judges it (LSN + table states).
+Starts a private stack, loads the real ml-latest-small ratings and then ``--rows``
+synthetic ratings (movielens_pipeline.synthetic) through the pipeline's own S3 -> Aurora
+load (TRUNCATE + streamed COPY in one transaction), and times how long logical
+replication takes to deliver each load, as the transform DAG's sensor judges it.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import random
-import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 
 from localdev.airflow_env import SHARED_ARCHIVE
-from localdev.stack import AURORA_DATABASE, REPO_ROOT, LocalStack, free_port
+from localdev.stack import AURORA_DATABASE, REPO_ROOT, LocalStack, private_stack
 
 sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
 from movielens_pipeline.loading import StreamedCopyImport, load_table
+from movielens_pipeline.synthetic import write_synthetic_dataset
 from movielens_pipeline.tables import TABLES_BY_NAME
 
 RATINGS = TABLES_BY_NAME["ratings"]
-
-
-def synthetic_ratings(rows: int, seed: int = 7) -> bytes:
-    """MovieLens-shaped ratings with unique (user, movie) keys, deterministic by seed."""
-    generator = random.Random(seed)  # noqa: S311 - test data, not secrets
-    movies_per_user = 200
-    out = io.StringIO()
-    out.write("userId,movieId,rating,timestamp\n")
-    for index in range(rows):
-        user, movie = divmod(index, movies_per_user)
-        rating = generator.randint(1, 10) / 2
-        out.write(f"{user + 1},{movie + 1},{rating},{1_500_000_000 + index}\n")
-    return out.getvalue().encode()
 
 
 def timed_load(stack: LocalStack, key: str) -> tuple[int, float, float, float]:
@@ -75,20 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="movielens-bench-"))
-    root.chmod(0o755)
-    stack = LocalStack(root, free_port(), free_port(), free_port())
-    try:
-        stack.start()
+    with private_stack("movielens-bench-") as stack:
         s3 = stack.s3_client()
         with zipfile.ZipFile(args.archive) as archive:
             real = archive.read("ml-latest-small/ratings.csv")
         s3.put_object(Bucket=stack.bucket, Key="bench/ratings-small.csv", Body=real)
-        s3.put_object(
-            Bucket=stack.bucket,
-            Key="bench/ratings-synthetic.csv",
-            Body=synthetic_ratings(args.rows),
-        )
+        synthetic = stack.root.parent / "synthetic"
+        write_synthetic_dataset(synthetic, ratings=args.rows, seed=7)
+        s3.upload_file(str(synthetic / "ratings.csv"), stack.bucket, "bench/ratings-synthetic.csv")
         print(f"{'load':34} {'rows':>10} {'load s':>8} {'visible s':>10} {'caught up s':>12}")
         for name, key in (
             ("ml-latest-small ratings", "bench/ratings-small.csv"),
@@ -97,9 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         ):
             rows, load_seconds, visible, caught_up = timed_load(stack, key)
             print(f"{name:34} {rows:>10,} {load_seconds:>8.2f} {visible:>10.2f} {caught_up:>12.2f}")
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

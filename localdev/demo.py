@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,13 +32,18 @@ class DagRunFailed(RuntimeError):
     """``airflow dags test`` ended with a failed run."""
 
 
-def run_dag(dag_id: str, env: dict[str, str], log_dir: Path) -> float:
+def run_dag(dag_id: str, env: dict[str, str], log_dir: Path, timeout: float | None = None) -> float:
     """``airflow dags test`` one DAG, its output to a log file; return the wall time."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{dag_id}.log"
     started = time.monotonic()
     with log_file.open("w") as log:
-        result = airflow(["dags", "test", dag_id], env, stdout=log, stderr=log)
+        try:
+            result = airflow(["dags", "test", dag_id], env, stdout=log, stderr=log, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DagRunFailed(
+                f"{dag_id} did not finish within {timeout:.0f} s; its log: {log_file}"
+            ) from None
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         raise DagRunFailed(f"{dag_id} failed after {elapsed:.1f} s; its log: {log_file}")

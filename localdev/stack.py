@@ -25,7 +25,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -411,6 +414,23 @@ class LocalStack:
         s3 = "running" if self._s3_pid() else "stopped"
         report["s3"] = f"{s3} on http://127.0.0.1:{self.s3_port} (bucket {self.bucket})"
         return report
+
+
+@contextmanager
+def private_stack(prefix: str = "movielens-stack-") -> Iterator[LocalStack]:
+    """A started stack on free loopback ports in a new temporary folder, removed afterwards.
+
+    ``stack.root.parent`` is that folder: scratch space for the caller too.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    scratch.chmod(0o755)  # searchable: as root, the PostgreSQL servers run as 'nobody'
+    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port())
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -32,7 +31,7 @@ os.environ.update(
 )
 
 from localdev.airflow_env import SHARED_ARCHIVE, build_dbt_manifest  # noqa: E402
-from localdev.stack import LocalStack, free_port  # noqa: E402
+from localdev.stack import LocalStack, private_stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,18 +60,8 @@ def csv_rows(archive_path: Path) -> dict[str, list[dict[str, str]]]:
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
     """A private stack on free ports, so that tests never touch the demo's stack."""
-    # Searchable by others: as root the PostgreSQL servers run as 'nobody'.
-    root = Path(tempfile.mkdtemp(prefix="movielens-stack-"))
-    root.chmod(0o755)
-    stack = LocalStack(
-        root=root, aurora_port=free_port(), warehouse_port=free_port(), s3_port=free_port()
-    )
-    try:
-        stack.start()
+    with private_stack() as stack:
         yield stack
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

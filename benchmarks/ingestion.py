@@ -115,23 +115,20 @@ class Bench:
 
     # --- the contenders ----------------------------------------------------------------
 
-    def ours_sequential(self) -> None:
+    def ours(self, *, parallel: bool) -> None:
         load_tables(
             self.connect,
             StreamedCopyImport(self.s3),
             self.stack.bucket,
             self.keys,
-            parallel=False,
+            parallel=parallel,
         )
 
+    def ours_sequential(self) -> None:
+        self.ours(parallel=False)
+
     def ours_parallel(self) -> None:
-        load_tables(
-            self.connect,
-            StreamedCopyImport(self.s3),
-            self.stack.bucket,
-            self.keys,
-            parallel=True,
-        )
+        self.ours(parallel=True)
 
     def bare_copy(self) -> None:
         connection = self.connect()

@@ -116,8 +116,13 @@ def movielens_dbt_task_group(
             load_method=load_method,
             dbt_executable_path=settings.dbt_executable_path,
             invocation_mode=InvocationMode.SUBPROCESS,
-            # One `dbt build --select <model>` per model: its run and its tests in one task.
-            test_behavior=TestBehavior.BUILD,
+            # LOCAL: one `dbt build --select <model>` per model, its run and tests in one task.
+            # WATCHER builds everything in its producer and has no per-model build operator.
+            test_behavior=(
+                TestBehavior.AFTER_EACH
+                if settings.dbt_execution_mode == ExecutionMode.WATCHER.value
+                else TestBehavior.BUILD
+            ),
             # Relationship tests run once both of their models are built, not before.
             should_detach_multiple_parents_tests=True,
         ),

@@ -7,8 +7,10 @@ PYTHON ?= python3.11
 VENV := .venv
 AIRFLOW_PY := $(VENV)/airflow/bin/python
 # The MWAA constraints for Airflow 2.10.3 / Python 3.11, used only to regenerate the locks.
-MWAA_CONSTRAINTS ?= ../shared/data/mwaa-constraints-2.10.3-py3.11.txt
+MWAA_CONSTRAINTS ?= requirements/mwaa/mwaa-constraints-2.10.3-py3.11.txt
 PIP_QUIET := --quiet --disable-pip-version-check
+# localdev/ and benchmarks/ import the DAGs' package from plugins/, as MWAA puts it on the path.
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
 .PHONY: help
 help: ## List the targets
@@ -80,6 +82,10 @@ demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE
 test: venvs cfn-tools airflow3 sqlfluff-tools ## Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
+.PHONY: bench-dag-costs
+bench-dag-costs: venvs ## DagBag parse time (manifest vs dbt ls) and the dbt part of a run under Cosmos LOCAL and WATCHER
+	$(AIRFLOW_PY) -m benchmarks.dag_costs $(BENCH_ARGS)
+
 .PHONY: bench-replication
 bench-replication: venvs ## Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
 	$(AIRFLOW_PY) -m benchmarks.replication_lag $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
@@ -88,7 +94,7 @@ bench-replication: venvs ## Local zero-ETL lag after loading ml-latest-small and
 bench-ingestion: venvs ## Ingestion side by side (ours, to_sql, S3ToSqlOperator, bare COPY), synthetic 1M ratings (BENCH_ARGS=--ten-million adds 10M)
 	$(AIRFLOW_PY) -m benchmarks.ingestion $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)") $(BENCH_ARGS)
 synthetic: $(VENV)/airflow/.installed ## MovieLens-shaped synthetic CSVs (ROWS=1000000 OUT=.local/synthetic SEED=0)
-	PYTHONPATH=plugins $(AIRFLOW_PY) -m movielens_pipeline.synthetic $(or $(OUT),.local/synthetic) --ratings $(or $(ROWS),1000000) --seed $(or $(SEED),0)
+	$(AIRFLOW_PY) -m localdev.synthetic $(or $(OUT),.local/synthetic) --ratings $(or $(ROWS),1000000) --seed $(or $(SEED),0)
 
 .PHONY: lint
 lint: $(VENV)/airflow/.installed $(VENV)/sqlfluff/.installed ## ruff check and format check, sqlfluff on the dbt SQL

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,15 +20,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+from localdev import REPO_ROOT
 from localdev.airflow_env import (
     AIRFLOW_VENV,
-    SHARED_ARCHIVE,
+    BUNDLED_ARCHIVE,
     airflow_environment,
     build_dbt_manifest,
+    dagbag_report,
     migrate_metadata_db,
 )
 from localdev.demo import LOAD_DAG, TRANSFORM_DAG, DagRunFailed, run_dag
-from localdev.stack import REPO_ROOT, private_stack
+from localdev.stack import private_stack
 
 TASK_GROUP_DAG = """
 from datetime import datetime
@@ -37,34 +38,22 @@ from datetime import datetime
 from airflow import DAG
 from cosmos import LoadMode
 from movielens_pipeline.dbt_config import movielens_dbt_task_group
+from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.settings import load_settings
 
 with DAG("bench_{name}", schedule=None, start_date=datetime(2024, 1, 1), catchup=False):
-    movielens_dbt_task_group(load_settings(), LoadMode.{load_mode})
-"""
-
-PARSE_SCRIPT = """
-import json, sys, time
-import airflow.models  # imported before the clock starts: every parse pays it once anyway
-started = time.perf_counter()
-bag = airflow.models.DagBag(dag_folder=sys.argv[1], include_examples=False)
-elapsed = time.perf_counter() - started
-assert not bag.import_errors, bag.import_errors
-open(sys.argv[2], "w").write(json.dumps({"seconds": elapsed, "dags": len(bag.dag_ids)}))
+    movielens_dbt_task_group(runtime_for(load_settings()), LoadMode.{load_mode})
 """
 
 
-def parse_seconds(dag_folder: Path, env: dict[str, str], repeat: int, scratch: Path) -> float:
+def parse_seconds(dag_folder: Path, env: dict[str, str], repeat: int) -> float:
+    """Median DagBag parse time of ``dag_folder`` over ``repeat`` fresh processes."""
     times = []
-    for attempt in range(repeat):
-        out = scratch / f"parse-{dag_folder.name}-{attempt}.json"
-        subprocess.run(
-            [str(AIRFLOW_VENV / "bin" / "python"), "-c", PARSE_SCRIPT, str(dag_folder), str(out)],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        times.append(json.loads(out.read_text())["seconds"])
+    for _ in range(repeat):
+        report = dagbag_report(AIRFLOW_VENV / "bin" / "python", dag_folder, env)
+        if report["errors"]:
+            raise RuntimeError(f"{dag_folder} does not import: {report['errors']}")
+        times.append(report["seconds"])
     return statistics.median(times)
 
 
@@ -107,7 +96,7 @@ def task_group_seconds(env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", type=Path, default=SHARED_ARCHIVE)
+    parser.add_argument("--archive", type=Path, default=BUNDLED_ARCHIVE)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
@@ -126,15 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             folders[load_mode] = folder
         print("DagBag parse, median of", args.repeat, "fresh processes:")
         parse = {
-            "dags/ (both DAGs, manifest)": parse_seconds(
-                REPO_ROOT / "dags", env, args.repeat, scratch
-            ),
+            "dags/ (both DAGs, manifest)": parse_seconds(REPO_ROOT / "dags", env, args.repeat),
             "dbt task group, LoadMode.DBT_MANIFEST": parse_seconds(
-                folders["DBT_MANIFEST"], env, args.repeat, scratch
+                folders["DBT_MANIFEST"], env, args.repeat
             ),
-            "dbt task group, LoadMode.DBT_LS": parse_seconds(
-                folders["DBT_LS"], env, args.repeat, scratch
-            ),
+            "dbt task group, LoadMode.DBT_LS": parse_seconds(folders["DBT_LS"], env, args.repeat),
         }
         for name, seconds in parse.items():
             print(f"  {name:40} {seconds:6.2f} s")

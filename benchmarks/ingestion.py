@@ -43,34 +43,32 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from localdev.airflow_env import SHARED_ARCHIVE
-from localdev.stack import AURORA_DATABASE, REPO_ROOT, WAREHOUSE_DATABASE, LocalStack, private_stack
-
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
-
-from movielens_pipeline.loading import CSV_OPTIONS, StreamedCopyImport, load_tables
-from movielens_pipeline.synthetic import write_synthetic_dataset
-from movielens_pipeline.tables import SOURCE_SCHEMA, TABLES, TABLES_BY_NAME, schema_statements
+from localdev.airflow_env import BUNDLED_ARCHIVE
+from localdev.stack import LocalStack, private_stack
+from localdev.synthetic import write_synthetic_dataset
+from movielens_pipeline.loading import StreamedCopyImport, TableImport, load_table
+from movielens_pipeline.names import SOURCE_SCHEMA
+from movielens_pipeline.tables import TABLES, TABLES_BY_NAME, Table, schema_statements
 from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION
 
 SEED_SCHEMA = "seed_pandas"
 CHILD_LOAD = """
 import json, sys, time
-sys.path.insert(0, sys.argv[1])
-sys.path.insert(0, sys.argv[1] + "/plugins")
-from localdev.stack import AURORA_DATABASE, LocalStack
+from localdev.stack import LocalStack
 from movielens_pipeline.loading import StreamedCopyImport, load_table
 from movielens_pipeline.tables import TABLES_BY_NAME
 
-stack = LocalStack(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
-key = sys.argv[6]
+stack = LocalStack(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+key = sys.argv[5]
 rows, seconds = 0, 0.0
 if key:
     # Client and connection are made before the clock: a fixed cost, not a per-row one.
     importer = StreamedCopyImport(stack.s3_client())
-    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
+    connection = stack.connect("source")
     started = time.perf_counter()
     rows = load_table(connection, TABLES_BY_NAME["ratings"], importer, stack.bucket, key)
     seconds = time.perf_counter() - started
@@ -93,25 +91,18 @@ class Bench:
         self.engine = self._engine()
 
     def connect(self):  # noqa: ANN201 - psycopg2 connection
-        return self.stack.pg_connect(self.stack.aurora_port, AURORA_DATABASE)
+        return self.stack.connect("source")
 
     def counts(self, schema: str = SOURCE_SCHEMA) -> dict[str, int]:
-        connection = self.connect()
-        try:
-            with connection.cursor() as cursor:
-                result = {}
-                for table in TABLES:
-                    cursor.execute(f"select count(*) from {schema}.{table.name}")
-                    result[table.name] = cursor.fetchone()[0]
-                return result
-        finally:
-            connection.close()
+        return {
+            table.name: self.stack.query("source", f"select count(*) from {schema}.{table.name}")[
+                0
+            ][0]
+            for table in TABLES
+        }
 
     def truncate_all(self) -> None:
-        connection = self.connect()
-        with connection, connection.cursor() as cursor:
-            cursor.execute(f"truncate {', '.join(t.qualified_name for t in TABLES)}")
-        connection.close()
+        self.stack.query("source", f"truncate {', '.join(t.qualified_name for t in TABLES)}")
 
     # --- the contenders ----------------------------------------------------------------
 
@@ -131,20 +122,8 @@ class Bench:
         self.ours(parallel=True)
 
     def bare_copy(self) -> None:
-        connection = self.connect()
-        try:
-            for table in TABLES:
-                with connection.cursor() as cursor, (self.csv_dir / table.csv_file).open("rb") as f:
-                    cursor.execute(f"truncate {table.qualified_name}")
-                    cursor.copy_expert(
-                        f"copy {table.qualified_name} ({', '.join(table.column_names)})"
-                        f" from stdin with {CSV_OPTIONS}",
-                        f,
-                        size=1 << 16,
-                    )
-                connection.commit()
-        finally:
-            connection.close()
+        for table in TABLES:
+            bare_copy(self.stack, table, self.csv_dir / table.csv_file)
 
     def _engine(self):  # noqa: ANN202 - SQLAlchemy engine
         from sqlalchemy import create_engine
@@ -235,7 +214,6 @@ def child_load(stack: LocalStack, key: str) -> dict:
             sys.executable,
             "-c",
             CHILD_LOAD,
-            str(REPO_ROOT),
             str(stack.root),
             str(stack.aurora_port),
             str(stack.warehouse_port),
@@ -249,22 +227,45 @@ def child_load(stack: LocalStack, key: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bare_copy_file(stack: LocalStack, path: Path) -> float:
-    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
-    table = TABLES_BY_NAME["ratings"]
+def bare_copy(stack: LocalStack, table: Table, path: Path) -> float:
+    """TRUNCATE + COPY of a local file in one transaction, the limit here; the seconds."""
+    connection = stack.connect("source")
     started = time.perf_counter()
-    with connection.cursor() as cursor, path.open("rb") as f:
+    with connection.cursor() as cursor, path.open("rb") as csv_file:
         cursor.execute(f"truncate {table.qualified_name}")
-        cursor.copy_expert(
-            f"copy {table.qualified_name} ({', '.join(table.column_names)})"
-            f" from stdin with {CSV_OPTIONS}",
-            f,
-            size=1 << 16,
-        )
+        cursor.copy_expert(table.copy_from_stdin_statement(), csv_file, size=1 << 16)
     connection.commit()
     elapsed = time.perf_counter() - started
     connection.close()
     return elapsed
+
+
+def load_tables(
+    connect: Callable[[], Any],
+    importer: TableImport,
+    bucket: str,
+    keys: dict[str, str],
+    *,
+    parallel: bool = True,
+) -> dict[str, int]:
+    """Load several tables, each in its own connection and transaction; concurrently if asked.
+
+    The load DAG maps one task per table; this is the same inside one process. The first
+    failure is raised after every load has finished.
+    """
+
+    def load(name: str) -> int:
+        connection = connect()
+        try:
+            return load_table(connection, TABLES_BY_NAME[name], importer, bucket, keys[name])
+        finally:
+            connection.close()
+
+    if not parallel:
+        return {name: load(name) for name in keys}
+    with ThreadPoolExecutor(max_workers=len(keys), thread_name_prefix="load") as pool:
+        futures = {name: pool.submit(load, name) for name in keys}
+    return {name: future.result() for name, future in futures.items()}
 
 
 def scale_runs(stack: LocalStack, scratch: Path, sizes: list[int], repeat: int) -> None:
@@ -294,7 +295,7 @@ def scale_runs(stack: LocalStack, scratch: Path, sizes: list[int], repeat: int) 
                 raise SystemExit(f"loaded {result['rows']} of {rows} synthetic ratings")
             ours.append(result["seconds"])
             peaks.append(result["peak_mib"])
-            bare.append(bare_copy_file(stack, ratings_csv))
+            bare.append(bare_copy(stack, TABLES_BY_NAME["ratings"], ratings_csv))
         seconds, bare_seconds = statistics.median(ours), statistics.median(bare)
         print(
             f"  {rows:>12,} {ratings_csv.stat().st_size / (1 << 20):>8.0f} {seconds:>7.2f}"
@@ -308,28 +309,20 @@ def scale_runs(stack: LocalStack, scratch: Path, sizes: list[int], repeat: int) 
 
 def prepare_stack(stack: LocalStack) -> None:
     """Pause replication (only Aurora is measured) and create the tables and seed copies."""
-    warehouse = stack.pg_connect(stack.warehouse_port, WAREHOUSE_DATABASE)
-    warehouse.autocommit = True
-    with warehouse.cursor() as cursor:
-        cursor.execute(f"alter subscription {LOCAL_SUBSCRIPTION} disable")
-    warehouse.close()
-    aurora = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
-    aurora.autocommit = True
-    with aurora.cursor() as cursor:
-        for statement in schema_statements():
-            cursor.execute(statement)
-        cursor.execute(f"create schema if not exists {SEED_SCHEMA}")
-        for table in TABLES:  # empty tables so that the first round's counts can be read
-            cursor.execute(
-                f"create table if not exists {SEED_SCHEMA}.{table.name}"
-                f" (like {table.qualified_name})"
-            )
-    aurora.close()
+    stack.query("warehouse", f"alter subscription {LOCAL_SUBSCRIPTION} disable")
+    for statement in schema_statements():
+        stack.query("source", statement)
+    stack.query("source", f"create schema if not exists {SEED_SCHEMA}")
+    for table in TABLES:  # empty tables so that the first round's counts can be read
+        stack.query(
+            "source",
+            f"create table if not exists {SEED_SCHEMA}.{table.name} (like {table.qualified_name})",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", type=Path, default=SHARED_ARCHIVE)
+    parser.add_argument("--archive", type=Path, default=BUNDLED_ARCHIVE)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rows", type=int, default=1_000_000, help="synthetic ratings")
     parser.add_argument(

@@ -3,7 +3,7 @@
     python -m benchmarks.replication_lag [--archive ml-latest-small.zip] [--rows 1000000]
 
 Starts a private stack, loads the real ml-latest-small ratings and then ``--rows``
-synthetic ratings (movielens_pipeline.synthetic) through the pipeline's own S3 -> Aurora
+synthetic ratings (localdev.synthetic) through the pipeline's own S3 -> Aurora
 load (TRUNCATE + streamed COPY in one transaction), and times how long logical
 replication takes to deliver each load, as the transform DAG's sensor judges it.
 """
@@ -16,13 +16,10 @@ import time
 import zipfile
 from pathlib import Path
 
-from localdev.airflow_env import SHARED_ARCHIVE
-from localdev.stack import AURORA_DATABASE, REPO_ROOT, LocalStack, private_stack
-
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
-
+from localdev.airflow_env import BUNDLED_ARCHIVE
+from localdev.stack import LocalStack, private_stack
+from localdev.synthetic import write_synthetic_dataset
 from movielens_pipeline.loading import StreamedCopyImport, load_table
-from movielens_pipeline.synthetic import write_synthetic_dataset
 from movielens_pipeline.tables import TABLES_BY_NAME
 
 RATINGS = TABLES_BY_NAME["ratings"]
@@ -32,7 +29,7 @@ def timed_load(stack: LocalStack, key: str) -> tuple[int, float, float, float]:
     """Load ratings from ``key``; return rows, load seconds, and seconds from the commit until
     the rows are visible on the replica and until the sensor's LSN check passes."""
     replication = stack.replication()
-    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
+    connection = stack.connect("source")
     started = time.monotonic()
     try:
         rows = load_table(
@@ -55,7 +52,7 @@ def timed_load(stack: LocalStack, key: str) -> tuple[int, float, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", type=Path, default=SHARED_ARCHIVE)
+    parser.add_argument("--archive", type=Path, default=BUNDLED_ARCHIVE)
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""Transform: wait for zero-ETL to catch up, reconcile, run dbt through Cosmos, check.
+"""Transform: wait for zero-ETL to catch up, reconcile, run dbt through Cosmos, summarise.
 
 Runs daily, and whenever ``dag_movielens_load_aurora`` updates the Aurora tables. It does
 not need a load before it: zero-ETL replicates whatever the application writes to Aurora.
@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from movielens_pipeline.airflow_datasets import AURORA_TABLE_DATASETS
+from movielens_pipeline import pipeline
+from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, cron_or_datasets_schedule, dag, task
 from movielens_pipeline.dbt_config import movielens_dbt_task_group
+from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
 from movielens_pipeline.settings import load_settings
 
-SETTINGS = load_settings()
+RUNTIME = runtime_for(load_settings())
 
 
 @dag(
     dag_id="dag_dbt_movielens_zeroetl_cosmos",
-    schedule=cron_or_datasets_schedule("0 3 * * *", AURORA_TABLE_DATASETS),
+    schedule=cron_or_datasets_schedule("0 3 * * *", SOURCE_TABLE_DATASETS),
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -28,52 +30,43 @@ SETTINGS = load_settings()
     doc_md=__doc__,
 )
 def dag_dbt_movielens_zeroetl_cosmos() -> None:
-    @task
+    @task(multiple_outputs=True)
     def bootstrap_zero_etl_target() -> dict:
-        """Create the replica's database (Redshift) or publication/subscription (local), then
-        record the source position that the replica must reach."""
-        from movielens_pipeline import pipeline
-
-        return pipeline.bootstrap_replication(load_settings())
-
-    wait_for_zero_etl = ZeroEtlCatchUpSensor(
-        task_id="wait_for_zero_etl_catch_up",
-        check_task_id="bootstrap_zero_etl_target",
-        poke_interval=SETTINGS.sync_poke_seconds,
-        timeout=SETTINGS.sync_timeout_seconds,
-        retries=0,
-    )
+        """Create the replica database (Redshift) or publication and subscription (local),
+        then record the source position that the replica must reach."""
+        return pipeline.bootstrap_replication(RUNTIME)
 
     @task
     def reconcile_replica_counts() -> dict[str, dict[str, int]]:
         """Aurora and the replica hold the same number of rows per table."""
-        from movielens_pipeline import pipeline
-
-        replication = pipeline.replication_for(load_settings())
-        source, replica = pipeline.source_counts(), replication.replica_counts()
-        pipeline.reconcile("Aurora", source, "replica", replica)
-        return {"source": source, "replica": replica}
+        return pipeline.reconcile_replica_counts(RUNTIME)
 
     @task
     def ensure_analytics_database() -> str:
-        from movielens_pipeline import pipeline
-
-        return pipeline.ensure_analytics_database(load_settings())
+        """Create the analytics database (Redshift) or schema (local) that dbt writes to."""
+        return RUNTIME.ensure_analytics_database()
 
     @task
-    def check_analytics() -> dict:
-        """Final check: analytics rows agree with the replica; the figures for the summary."""
-        from movielens_pipeline import pipeline
+    def summarize_run() -> dict:
+        """Replica and analytics row counts and the top movies (dbt's tests did the checks)."""
+        return pipeline.run_summary(RUNTIME)
 
-        return pipeline.analytics_report(load_settings())
-
+    bootstrap = bootstrap_zero_etl_target()
+    wait_for_zero_etl = ZeroEtlCatchUpSensor(
+        task_id="wait_for_zero_etl_catch_up",
+        replication=RUNTIME.replication,
+        check=bootstrap["check"],
+        poke_interval=RUNTIME.settings.sync_poke_seconds,
+        timeout=RUNTIME.settings.sync_timeout_seconds,
+        retries=0,
+    )
     chain(
-        bootstrap_zero_etl_target(),
+        bootstrap,
         wait_for_zero_etl,
         reconcile_replica_counts(),
         ensure_analytics_database(),
-        movielens_dbt_task_group(SETTINGS),
-        check_analytics(),
+        movielens_dbt_task_group(RUNTIME),
+        summarize_run(),
     )
 
 

@@ -10,9 +10,14 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from movielens_pipeline.airflow_datasets import AURORA_TABLE_DATASETS
-from movielens_pipeline.compat import chain, dag, task
+from movielens_pipeline import pipeline
+from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
+from movielens_pipeline.compat import chain, dag, get_current_context, task
+from movielens_pipeline.runtime import runtime_for
+from movielens_pipeline.settings import load_settings
 from movielens_pipeline.tables import TABLES
+
+RUNTIME = runtime_for(load_settings())
 
 
 @dag(
@@ -32,18 +37,12 @@ def dag_movielens_load_aurora() -> None:
 
         A CSV whose SHA-256 matches the object's ``sha256`` metadata is skipped (logged).
         """
-        from movielens_pipeline import pipeline
-        from movielens_pipeline.settings import load_settings
-
-        return pipeline.stage_dataset_in_s3(load_settings())
+        return pipeline.stage_dataset_in_s3(RUNTIME)
 
     @task
     def create_aurora_tables() -> None:
         """Schema and tables with primary keys, before any data (zero-ETL needs the keys)."""
-        from movielens_pipeline import pipeline
-        from movielens_pipeline.settings import load_settings
-
-        pipeline.create_aurora_tables(load_settings())
+        pipeline.create_source_tables(RUNTIME)
 
     @task(map_index_template="{{ table_name }}")
     def load_aurora_table(staged: dict, table_name: str) -> int:
@@ -52,17 +51,11 @@ def dag_movielens_load_aurora() -> None:
         Mapped once per table, each with its own connection: the four run in parallel
         under MWAA's executor (benchmarks/ingestion.py measures concurrent against sequential).
         """
-        from movielens_pipeline import pipeline
-        from movielens_pipeline.compat import get_current_context
-        from movielens_pipeline.settings import load_settings
-
         get_current_context()["table_name"] = table_name
+        key = staged["objects"][table_name]["key"]
+        return pipeline.load_source_table(RUNTIME, table_name, staged["bucket"], key)
 
-        return pipeline.load_aurora_table(
-            load_settings(), table_name, staged["bucket"], staged["objects"][table_name]["key"]
-        )
-
-    @task(outlets=AURORA_TABLE_DATASETS)
+    @task(outlets=SOURCE_TABLE_DATASETS)
     def publish_aurora_tables(
         loaded_rows: list[int], *, outlet_events: Any = None
     ) -> dict[str, int]:
@@ -73,7 +66,7 @@ def dag_movielens_load_aurora() -> None:
         """
         loaded_at = time.time()
         rows = dict(zip([table.name for table in TABLES], loaded_rows, strict=True))
-        for dataset, table in zip(AURORA_TABLE_DATASETS, TABLES, strict=True):
+        for dataset, table in zip(SOURCE_TABLE_DATASETS, TABLES, strict=True):
             outlet_events[dataset].extra = {"loaded_at": loaded_at, "rows": rows[table.name]}
         return rows
 

@@ -2,8 +2,8 @@
 
     python -m localdev.demo [--archive PATH]
 
-``--archive`` (or ``MOVIELENS_ARCHIVE``) takes a local ml-latest-small.zip or a folder of
-its CSVs; without it the DAG downloads the archive from GroupLens and checks its MD5.
+``--archive`` (or ``MOVIELENS_ARCHIVE``) takes another ml-latest-small.zip or a folder of its
+CSVs; without it the DAG loads the copy in ``data/`` (MD5-checked), with no network.
 """
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from localdev import REPO_ROOT
 from localdev.airflow_env import (
     airflow,
     airflow_environment,
     build_dbt_manifest,
     migrate_metadata_db,
 )
-from localdev.stack import REPO_ROOT, LocalStack, StackError
+from localdev.stack import LocalStack, StackError
 
 LOAD_DAG = "dag_movielens_load_aurora"
 TRANSFORM_DAG = "dag_dbt_movielens_zeroetl_cosmos"
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             staged=latest_xcom(LOAD_DAG, "stage_dataset_in_s3"),
             replica=latest_xcom(TRANSFORM_DAG, "reconcile_replica_counts"),
             lag=latest_xcom(TRANSFORM_DAG, "wait_for_zero_etl_catch_up"),
-            report=latest_xcom(TRANSFORM_DAG, "check_analytics"),
+            report=latest_xcom(TRANSFORM_DAG, "summarize_run"),
             timings=timings,
         )
     )

@@ -12,17 +12,17 @@ and prints the S3 object versions that the MWAA environment must point at.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from localdev.airflow_env import airflow_base_env, dagbag_report, without_airflow_settings
 from localdev.stack import REPO_ROOT
+from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
 
 BUILD_DIR = REPO_ROOT / "build" / "mwaa"
 DBT_PROJECT = REPO_ROOT / "dbt" / "movielens_redshift"
@@ -40,9 +40,6 @@ class BundleError(RuntimeError):
 
 def build_bundle(out_dir: Path = BUILD_DIR) -> Path:
     """Lay the bundle out in ``out_dir`` (replacing it) and check that MWAA can import it."""
-    sys.path.insert(0, str(REPO_ROOT / "plugins"))
-    from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
-
     try:
         manifest_path(DBT_PROJECT)
     except DbtManifestError as error:
@@ -73,28 +70,19 @@ def check_bundle(bundle: Path) -> None:
     """Import the bundle's DAGs as MWAA would: DAG folder and plugins.zip only, AWS runtime."""
     with tempfile.TemporaryDirectory(prefix="mwaa-check-") as home:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-            "AIRFLOW_HOME": home,
-            "AIRFLOW__CORE__DAGS_FOLDER": str(bundle / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(Path(home) / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__MOVIELENS__RUNTIME": "aws",
+            **without_airflow_settings(os.environ),
+            **airflow_base_env(
+                Path(home),
+                runtime="aws",
+                dags_folder=bundle / "dags",
+                plugins_folder=Path(home) / "plugins",
+            ),
             "PYTHONPATH": str(bundle / "plugins.zip"),
         }
-        report_file = Path(home) / "report.json"
-        script = (
-            "import json, sys\n"
-            "from airflow.models import DagBag\n"
-            "bag = DagBag(include_examples=False)\n"
-            "report = {'dags': sorted(bag.dag_ids), 'errors': bag.import_errors}\n"
-            f"open({str(report_file)!r}, 'w').write(json.dumps(report))\n"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", script], env=env, cwd=home, capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise BundleError(f"Importing the bundle failed:\n{result.stderr[-2000:]}")
-        report = json.loads(report_file.read_text())
+        try:
+            report = dagbag_report(Path(sys.executable), bundle / "dags", env)
+        except RuntimeError as error:
+            raise BundleError(f"Importing the bundle failed: {error}") from None
     if report["errors"] or len(report["dags"]) != len(list((bundle / "dags").glob("*.py"))):
         raise BundleError(f"The bundle's DAGs do not import: {report}")
 

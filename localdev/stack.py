@@ -31,15 +31,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from localdev import REPO_ROOT
+from movielens_pipeline.compat import Connection
+from movielens_pipeline.connections import libpq_conninfo, psycopg2_connect
+from movielens_pipeline.db import autocommit, execute, fetch_all
+from movielens_pipeline.names import (
+    ANALYTICS_DATABASE,
+    AWS_CONN_ID,
+    DEFAULT_RAW_BUCKET,
+    DEFAULT_REGION,
+    SOURCE_CONN_ID,
+    SOURCE_DATABASE,
+    WAREHOUSE_CONN_ID,
+)
+from movielens_pipeline.zero_etl import LocalLogicalReplication
+
 DEFAULT_STACK_DIR = REPO_ROOT / ".local" / "stack"
 STACK_VENV = REPO_ROOT / ".venv" / "stack"
 SUPERUSER = "postgres"
-AURORA_DATABASE = "transactional"
-WAREHOUSE_DATABASE = "analytics_movie_insights"
-DEFAULT_BUCKET = "data-handson-mds-raw-dev"
-REGION = "us-east-1"
+# Locally the warehouse's database is the analytics database (no cross-database reads).
+WAREHOUSE_DATABASE = ANALYTICS_DATABASE
+# The Airflow connection of each PostgreSQL server, by the role it plays.
+CONN_IDS = {"source": SOURCE_CONN_ID, "warehouse": WAREHOUSE_CONN_ID}
 
 
 class StackError(RuntimeError):
@@ -213,7 +229,7 @@ class LocalStack:
         aurora_port: int | None = None,
         warehouse_port: int | None = None,
         s3_port: int | None = None,
-        bucket: str = DEFAULT_BUCKET,
+        bucket: str = DEFAULT_RAW_BUCKET,
     ) -> None:
         env = os.environ
         self.root = Path(root or env.get("MOVIELENS_STACK_DIR") or DEFAULT_STACK_DIR).resolve()
@@ -240,7 +256,7 @@ class LocalStack:
         bin_dir = find_postgres_bin()
         return (
             PostgresServer(
-                "aurora", self.pg_root / "aurora", self.aurora_port, AURORA_DATABASE, bin_dir
+                "aurora", self.pg_root / "aurora", self.aurora_port, SOURCE_DATABASE, bin_dir
             ),
             PostgresServer(
                 "warehouse",
@@ -267,36 +283,37 @@ class LocalStack:
     # --- connections -------------------------------------------------------------------
 
     def connection_uris(self) -> dict[str, str]:
-        from urllib.parse import quote
-
+        """The ``AIRFLOW_CONN_*`` variables of the three connections the DAGs use."""
         values = self._secrets()
         password = quote(values["pg_password"], safe="")
         endpoint = quote(f"http://127.0.0.1:{self.s3_port}", safe="")
-        return {
-            "AIRFLOW_CONN_AWS_DEFAULT": (
+        postgres = f"postgres://{SUPERUSER}:{password}@127.0.0.1"
+        uris = {
+            AWS_CONN_ID: (
                 f"aws://{quote(values['aws_access_key_id'], safe='')}:"
                 f"{quote(values['aws_secret_access_key'], safe='')}@"
-                f"?region_name={REGION}&endpoint_url={endpoint}"
+                f"?region_name={DEFAULT_REGION}&endpoint_url={endpoint}"
             ),
-            "AIRFLOW_CONN_MOVIELENS_AURORA": (
-                f"postgres://{SUPERUSER}:{password}@127.0.0.1:{self.aurora_port}/{AURORA_DATABASE}"
-            ),
-            "AIRFLOW_CONN_MOVIELENS_REDSHIFT": (
-                f"postgres://{SUPERUSER}:{password}@127.0.0.1:{self.warehouse_port}/{WAREHOUSE_DATABASE}"
-            ),
+            SOURCE_CONN_ID: f"{postgres}:{self.aurora_port}/{SOURCE_DATABASE}",
+            WAREHOUSE_CONN_ID: f"{postgres}:{self.warehouse_port}/{WAREHOUSE_DATABASE}",
         }
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": uri for conn_id, uri in uris.items()}
 
-    def pg_connect(self, port: int, database: str):  # noqa: ANN201 - psycopg2 connection
-        import psycopg2
+    def airflow_connection(self, role: str) -> Connection:
+        """The Airflow connection to the ``source`` or ``warehouse`` server."""
+        conn_id = CONN_IDS[role]
+        return Connection(conn_id, uri=self.connection_uris()[f"AIRFLOW_CONN_{conn_id.upper()}"])
 
-        return psycopg2.connect(
-            host="127.0.0.1",
-            port=port,
-            user=SUPERUSER,
-            password=self._secrets()["pg_password"],
-            dbname=database,
-            connect_timeout=5,
-        )
+    def connect(self, role: str, database: str | None = None) -> Any:
+        """A psycopg2 connection to the ``source`` or ``warehouse`` server, as the DAGs open it."""
+        overrides = {"dbname": database} if database else {}
+        return psycopg2_connect(self.airflow_connection(role), connect_timeout=5, **overrides)
+
+    def query(self, role: str, sql: str, *params: object) -> list[tuple]:
+        """Run one statement in autocommit on the ``source`` or ``warehouse`` server."""
+        with autocommit(self.connect(role)) as connection, connection.cursor() as cursor:
+            cursor.execute(sql, params or None)
+            return cursor.fetchall() if cursor.description else []
 
     def s3_client(self):  # noqa: ANN201 - boto3 client
         import boto3
@@ -305,7 +322,7 @@ class LocalStack:
         return boto3.client(
             "s3",
             endpoint_url=f"http://127.0.0.1:{self.s3_port}",
-            region_name=REGION,
+            region_name=DEFAULT_REGION,
             aws_access_key_id=values["aws_access_key_id"],
             aws_secret_access_key=values["aws_secret_access_key"],
         )
@@ -314,26 +331,22 @@ class LocalStack:
 
     def start(self) -> None:
         password = self._secrets()["pg_password"]
-        for server in self.servers():
+        for role, server in zip(CONN_IDS, self.servers(), strict=True):
             if not server.is_initialized():
                 server.initialize(password)
             server.start()
-            self._ensure_database(server)
+            self._ensure_database(role, server.database)
         self._start_s3()
         self.replication().bootstrap()
 
-    def _ensure_database(self, server: PostgresServer) -> None:
-        connection = self.pg_connect(server.port, "postgres")
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("select 1 from pg_database where datname = %s", (server.database,))
-                if cursor.fetchone() is None:
-                    cursor.execute(
-                        f"create database {server.database} encoding 'UTF8' template template0"
-                    )
-        finally:
-            connection.close()
+    def _ensure_database(self, role: str, database: str) -> None:
+        with autocommit(self.connect(role, "postgres")) as connection:
+            if not fetch_all(
+                connection, "select 1 from pg_database where datname = %s", (database,)
+            ):
+                execute(
+                    connection, f"create database {database} encoding 'UTF8' template template0"
+                )
 
     def _s3_pid(self) -> int | None:
         if not self.s3_pid_file.is_file():
@@ -373,25 +386,24 @@ class LocalStack:
         if self.bucket not in existing:
             client.create_bucket(Bucket=self.bucket)
 
-    def replication(self):  # noqa: ANN201 - LocalLogicalReplication, imported lazily
+    def replication(self) -> LocalLogicalReplication:
         """The zero-ETL stand-in, driven by the same code the transform DAG runs."""
-        from psycopg2.extensions import make_dsn
-
-        sys.path.insert(0, str(REPO_ROOT / "plugins"))
-        from movielens_pipeline.zero_etl import LocalLogicalReplication
-
-        conninfo = make_dsn(
-            host="127.0.0.1",
-            port=self.aurora_port,
-            dbname=AURORA_DATABASE,
-            user=SUPERUSER,
-            password=self._secrets()["pg_password"],
-        )
         return LocalLogicalReplication(
-            source=lambda: self.pg_connect(self.aurora_port, AURORA_DATABASE),
-            target=lambda: self.pg_connect(self.warehouse_port, WAREHOUSE_DATABASE),
-            source_conninfo=conninfo,
+            source=lambda: self.connect("source"),
+            warehouse=lambda: self.connect("warehouse"),
+            source_conninfo=libpq_conninfo(self.airflow_connection("source")),
         )
+
+    def wait_until_replicated(self, timeout: float = 60) -> float:
+        """Poll the stand-in as the sensor does until the replica has caught up; the seconds."""
+        replication = self.replication()
+        check = replication.start_check()
+        started = time.monotonic()
+        while not (status := replication.poll(check)).caught_up:
+            if time.monotonic() - started > timeout:
+                raise StackError(f"The replica did not catch up in {timeout} s: {status.detail}")
+            time.sleep(0.05)
+        return time.monotonic() - started
 
     def stop(self) -> None:
         if self.pg_root.is_dir():

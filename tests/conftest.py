@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -13,31 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from localdev.airflow_env import BUNDLED_ARCHIVE, airflow_base_env, build_dbt_manifest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
 # Airflow reads its configuration when first imported: point it at a throwaway home first.
-_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="movielens-airflow-home-"))
 os.environ.update(
-    {
-        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-        "AIRFLOW__MOVIELENS__RUNTIME": "local",
-    }
+    airflow_base_env(Path(tempfile.mkdtemp(prefix="movielens-airflow-home-")), runtime="local")
 )
 
-from localdev.airflow_env import SHARED_ARCHIVE, build_dbt_manifest  # noqa: E402
 from localdev.stack import LocalStack, private_stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def archive_path() -> Path:
-    """The real ml-latest-small.zip: MOVIELENS_ARCHIVE, else the shared copy beside the repo."""
-    path = Path(os.environ.get("MOVIELENS_ARCHIVE") or SHARED_ARCHIVE)
+    """The real ml-latest-small.zip: MOVIELENS_ARCHIVE, else the copy in data/."""
+    path = Path(os.environ.get("MOVIELENS_ARCHIVE") or BUNDLED_ARCHIVE)
     if not path.is_file():
         pytest.fail(
             f"MovieLens archive not found at {path}: set MOVIELENS_ARCHIVE to a local "

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from localdev import REPO_ROOT
+from localdev.airflow_env import airflow_base_env, dagbag_report, without_airflow_settings
+
 AIRFLOW3_PYTHON = (
     Path(os.environ.get("AIRFLOW3_VENV", REPO_ROOT / ".venv" / "airflow3")) / "bin" / "python"
 )
-
-PARSE = """
-import json, sys
-import airflow
-from airflow.dag_processing.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1])
-report = {
-    "version": airflow.__version__,
-    "dags": sorted(bag.dag_ids),
-    "errors": bag.import_errors,
-    "schedule": type(bag.dags["dag_dbt_movielens_zeroetl_cosmos"].timetable).__name__,
-}
-open(sys.argv[2], "w").write(json.dumps(report))
-"""
 
 
 @pytest.mark.parametrize("runtime", ["local", "aws"])
@@ -34,25 +21,15 @@ def test_dags_import_under_airflow_3(runtime: str, dbt_manifest: Path, tmp_path:
     if not AIRFLOW3_PYTHON.is_file():
         pytest.fail(f"{AIRFLOW3_PYTHON} is missing: run `make airflow3`")
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(tmp_path),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__MOVIELENS__RUNTIME": runtime,
+        **without_airflow_settings(os.environ),
+        **airflow_base_env(tmp_path, runtime=runtime),
         "PYTHONPATH": str(REPO_ROOT / "plugins"),
     }
-    report_file = tmp_path / "report.json"
-    result = subprocess.run(
-        [str(AIRFLOW3_PYTHON), "-c", PARSE, str(REPO_ROOT / "dags"), str(report_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(report_file.read_text())
+    report = dagbag_report(AIRFLOW3_PYTHON, REPO_ROOT / "dags", env)
     assert report["version"].startswith("3.")
     assert report["errors"] == {}
     assert report["dags"] == ["dag_dbt_movielens_zeroetl_cosmos", "dag_movielens_load_aurora"]
-    assert report["schedule"] == "AssetOrTimeSchedule"
+    assert report["timetables"]["dag_dbt_movielens_zeroetl_cosmos"] == "AssetOrTimeSchedule"
 
 
 def test_both_dags_run_green_under_airflow_3(

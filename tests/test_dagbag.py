@@ -11,9 +11,8 @@ import psycopg2
 import pytest
 from airflow.models import DagBag
 
+from localdev import REPO_ROOT
 from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SEED_MODELS = {
     "stg_ratings",
@@ -65,10 +64,16 @@ def test_dags_import_without_errors_or_network(
         if task_id.endswith("_model_build")
     }
     assert model_builds >= SEED_MODELS
-    # The wait, the reconciliation and the final check bracket the dbt task group.
+    # The wait, the reconciliation and the run summary bracket the dbt task group.
     sensor = transform.get_task("wait_for_zero_etl_catch_up")
     assert "bootstrap_zero_etl_target" in sensor.upstream_task_ids
-    final = transform.get_task("check_analytics")
+    # The sensor gets the recorded position as data: the bootstrap task's "check" output.
+    assert "check" in sensor.template_fields
+    assert (sensor.check.operator.task_id, sensor.check.key) == (
+        "bootstrap_zero_etl_target",
+        "check",
+    )
+    final = transform.get_task("summarize_run")
     assert any(task_id.startswith("dbt_movielens.") for task_id in final.upstream_task_ids)
 
 

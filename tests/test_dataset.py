@@ -43,7 +43,7 @@ def test_corrupt_cache_is_downloaded_again(archive_path: Path, tmp_path: Path, m
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "ml-latest-small.zip").write_bytes(b"not a zip")
-    # The shared copy plays GroupLens' server.
+    # The bundled copy plays GroupLens' server.
     monkeypatch.setattr(dataset, "GROUPLENS_URL", archive_path.parent.as_uri() + "/{name}.zip")
 
     source = fetch_dataset("ml-latest-small", "", cache)
@@ -99,7 +99,7 @@ def test_bad_csv_is_a_clear_error(
 
 def synthetic_archive(folder: Path, name: str) -> Path:
     """A small archive shaped like GroupLens' ``<name>.zip``, from the synthetic generator."""
-    from movielens_pipeline.synthetic import write_synthetic_dataset
+    from localdev.synthetic import write_synthetic_dataset
 
     write_synthetic_dataset(folder / "csv", ratings=2_000, seed=1)
     archive = folder / f"{name}.zip"

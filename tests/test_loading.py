@@ -11,7 +11,8 @@ import psycopg2
 import pytest
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from localdev.stack import AURORA_DATABASE, LocalStack
+from localdev.stack import LocalStack
+from localdev.synthetic import write_synthetic_dataset
 from movielens_pipeline.dataset import MovieLensSource
 from movielens_pipeline.loading import (
     AuroraS3Import,
@@ -20,7 +21,6 @@ from movielens_pipeline.loading import (
     load_table,
     upload_csvs,
 )
-from movielens_pipeline.synthetic import write_synthetic_dataset
 from movielens_pipeline.tables import TABLES_BY_NAME, schema_statements
 
 RATINGS = TABLES_BY_NAME["ratings"]
@@ -29,7 +29,7 @@ GOOD_RATINGS = b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964
 
 @pytest.fixture
 def aurora(local_stack: LocalStack) -> Iterator[psycopg2.extensions.connection]:
-    connection = local_stack.pg_connect(local_stack.aurora_port, AURORA_DATABASE)
+    connection = local_stack.connect("source")
     connection.autocommit = True
     with connection.cursor() as cursor:
         for statement in schema_statements():
@@ -58,11 +58,7 @@ def ratings_rows(aurora) -> list[tuple]:
 
 
 def load_ratings(aurora, hook: S3Hook, bucket: str, key: str) -> int:
-    aurora.autocommit = False
-    try:
-        return load_table(aurora, RATINGS, StreamedCopyImport(hook.get_conn()), bucket, key)
-    finally:
-        aurora.autocommit = True
+    return load_table(aurora, RATINGS, StreamedCopyImport(hook.get_conn()), bucket, key)
 
 
 def test_streamed_copy_replaces_rows_and_is_idempotent(aurora, s3_hook, local_stack):
@@ -137,11 +133,13 @@ def test_missing_object_is_named_and_changes_nothing(aurora, s3_hook, local_stac
 
 def test_unreachable_database_names_the_connection(monkeypatch, tmp_path):
     from movielens_pipeline import pipeline
+    from movielens_pipeline.connections import DatabaseUnreachable
+    from movielens_pipeline.runtime import runtime_for
     from movielens_pipeline.settings import load_settings
 
     monkeypatch.setenv("AIRFLOW_CONN_MOVIELENS_AURORA", "postgres://u:p@127.0.0.1:1/transactional")
-    with pytest.raises(pipeline.DatabaseUnreachable) as error:
-        pipeline.load_aurora_table(load_settings(), "ratings", "bucket", "key")
+    with pytest.raises(DatabaseUnreachable) as error:
+        pipeline.load_source_table(runtime_for(load_settings()), "ratings", "bucket", "key")
     assert "127.0.0.1:1 through Airflow connection 'movielens_aurora'" in str(error.value)
 
 
@@ -187,11 +185,9 @@ def test_server_side_import_calls_aws_s3_inside_the_truncate_transaction(
 ):
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
-    aurora.autocommit = False
     rows = load_table(
         aurora, RATINGS, AuroraS3Import("eu-west-1"), "raw-bucket", "movielens/ratings/ratings.csv"
     )
-    aurora.autocommit = True
 
     assert rows == 1
     with aurora.cursor() as cursor:
@@ -217,10 +213,8 @@ def test_failed_server_side_import_keeps_the_last_good_rows(
 ):
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
-    aurora.autocommit = False
     with pytest.raises(LoadError, match="Requested file does not exist"):
         load_table(aurora, RATINGS, AuroraS3Import("eu-west-1"), "raw-bucket", "missing.csv")
-    aurora.autocommit = True
     assert len(ratings_rows(aurora)) == 2
 
 
@@ -287,7 +281,7 @@ def test_dropped_connection_mid_copy_keeps_the_last_good_rows(
     )
 
     paused, resume = threading.Event(), threading.Event()
-    loader = local_stack.pg_connect(local_stack.aurora_port, AURORA_DATABASE)
+    loader = local_stack.connect("source")
     backend = loader.get_backend_pid()
     importer = StreamedCopyImport(
         PausingS3Client(s3_hook.get_conn(), pause_after=2 << 20, paused=paused, resume=resume)

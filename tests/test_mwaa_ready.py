@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localdev import stack as local_stack_module
+from localdev import REPO_ROOT
 from localdev.mwaa_bundle import BundleError, build_bundle, check_bundle, deploy_bundle
 from localdev.stack import LocalStack
-from movielens_pipeline import settings as pipeline_settings
+from movielens_pipeline import names
+from movielens_pipeline.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MWAA_CONSTRAINTS = REPO_ROOT.parent / "shared" / "data" / "mwaa-constraints-2.10.3-py3.11.txt"
+MWAA_CONSTRAINTS = REPO_ROOT / "requirements" / "mwaa" / "mwaa-constraints-2.10.3-py3.11.txt"
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +40,45 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path):
     assert (bundle / "dags/dbt/movielens_redshift/target/manifest.json").is_file()
     assert not list(bundle.rglob("profiles.yml")), "profiles come from Airflow connections"
     with zipfile.ZipFile(bundle / "plugins.zip") as plugins:
-        names = plugins.namelist()
-    assert "movielens_pipeline/__init__.py" in names
-    assert not [name for name in names if "__pycache__" in name or name.startswith("/")]
+        entries = plugins.namelist()
+    assert "movielens_pipeline/__init__.py" in entries
+    assert not [name for name in entries if "__pycache__" in name or name.startswith("/")]
+
+
+def imported_pipeline_modules(path: Path, plugins: Path, seen: set[str]) -> set[str]:
+    """Every ``movielens_pipeline`` module ``path`` imports, at any depth, function bodies too."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            source = plugins / (module.replace(".", "/") + ".py")
+            if module.startswith("movielens_pipeline") and source.is_file() and module not in seen:
+                seen.add(module)
+                imported_pipeline_modules(source, plugins, seen)
+    return seen
+
+
+def test_plugins_zip_holds_only_what_the_dags_import(bundle: Path):
+    plugins = REPO_ROOT / "plugins"
+    imported: set[str] = set()
+    for dag_file in (REPO_ROOT / "dags").glob("*.py"):
+        imported_pipeline_modules(dag_file, plugins, imported)
+    with zipfile.ZipFile(bundle / "plugins.zip") as plugins_zip:
+        shipped = {
+            name.removesuffix(".py").replace("/", ".")
+            for name in plugins_zip.namelist()
+            if name != "movielens_pipeline/__init__.py"
+        }
+    assert shipped == imported, f"shipped but never imported: {shipped - imported}"
 
 
 def test_bundle_check_catches_a_dag_that_does_not_import(bundle: Path, tmp_path: Path):
     broken = tmp_path / "mwaa"
-    subprocess.run(["cp", "-r", str(bundle), str(broken)], check=True)
+    shutil.copytree(bundle, broken)
     (broken / "dags" / "dag_broken.py").write_text(
         "from airflow.decorators import dag\nfrom movielens_pipeline import missing\n"
     )
@@ -198,12 +231,8 @@ def test_docker_compose_matches_the_no_docker_run():
         for key in environment
         if key.startswith("AIRFLOW_CONN_")
     }
-    assert connection_ids == {
-        pipeline_settings.AWS_CONN_ID,
-        pipeline_settings.AURORA_CONN_ID,
-        pipeline_settings.REDSHIFT_CONN_ID,
-    }
-    fields = {field.name for field in dataclasses.fields(pipeline_settings.Settings)}
+    assert connection_ids == {names.AWS_CONN_ID, names.SOURCE_CONN_ID, names.WAREHOUSE_CONN_ID}
+    fields = {field.name for field in dataclasses.fields(Settings)}
     options = {
         key.removeprefix("AIRFLOW__MOVIELENS__").lower()
         for key in environment
@@ -218,6 +247,6 @@ def test_docker_compose_matches_the_no_docker_run():
         ("s3", "MOVIELENS_S3_PORT", defaults.s3_port),
     ):
         assert f"${{{variable}:-{port}}}" in services[service]["ports"][0]
-    assert environment["AIRFLOW__MOVIELENS__RAW_BUCKET"] == local_stack_module.DEFAULT_BUCKET
+    assert environment["AIRFLOW__MOVIELENS__RAW_BUCKET"] == names.DEFAULT_RAW_BUCKET
     startup = services["airflow-scheduler"]["entrypoint"][-1]
     assert "startup/startup.sh" in startup and "requirements/requirements.txt" in startup

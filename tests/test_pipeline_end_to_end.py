@@ -13,45 +13,29 @@ import pytest
 
 from localdev.airflow_env import airflow_environment, migrate_metadata_db
 from localdev.demo import LOAD_DAG, TRANSFORM_DAG, run_dag
-from localdev.stack import AURORA_DATABASE, WAREHOUSE_DATABASE, LocalStack
+from localdev.stack import LocalStack
 
 TABLES = ("ratings", "tags", "movies", "links")
 
 
-def table_counts(stack: LocalStack, port: int, database: str) -> dict[str, int]:
-    connection = stack.pg_connect(port, database)
-    try:
-        with connection.cursor() as cursor:
-            counts = {}
-            for table in TABLES:
-                cursor.execute(f"select count(*) from movielens_database.{table}")
-                counts[table] = cursor.fetchone()[0]
-            return counts
-    finally:
-        connection.close()
-
-
-def warehouse_query(stack: LocalStack, sql: str) -> list[tuple]:
-    connection = stack.pg_connect(stack.warehouse_port, WAREHOUSE_DATABASE)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return cursor.fetchall()
-    finally:
-        connection.close()
+def table_counts(stack: LocalStack, role: str) -> dict[str, int]:
+    return {
+        table: stack.query(role, f"select count(*) from movielens_database.{table}")[0][0]
+        for table in TABLES
+    }
 
 
 def snapshot(stack: LocalStack) -> dict:
     """Everything the pipeline produced that a rerun must leave unchanged."""
     return {
-        "aurora": table_counts(stack, stack.aurora_port, AURORA_DATABASE),
-        "replica": table_counts(stack, stack.warehouse_port, WAREHOUSE_DATABASE),
-        "insights": warehouse_query(
-            stack,
+        "aurora": table_counts(stack, "source"),
+        "replica": table_counts(stack, "warehouse"),
+        "insights": stack.query(
+            "warehouse",
             "select count(*), count(distinct movie_id) from analytics.analytics_movie_insights",
         )[0],
-        "engagement": warehouse_query(
-            stack,
+        "engagement": stack.query(
+            "warehouse",
             "select count(*), count(distinct user_id) from analytics.analytics_user_engagement",
         )[0],
     }
@@ -99,8 +83,8 @@ def test_analytics_match_answers_computed_from_the_csvs(
     assert pipeline_runs[0]["engagement"] == (len(users), len(users))
 
     toy_story = [Decimal(row["rating"]) for row in csv_rows["ratings"] if row["movieId"] == "1"]
-    ((count, average),) = warehouse_query(
-        local_stack,
+    ((count, average),) = local_stack.query(
+        "warehouse",
         "select rating_count, avg_rating from analytics.analytics_movie_insights"
         " where movie_id = 1",
     )
@@ -111,8 +95,8 @@ def test_analytics_match_answers_computed_from_the_csvs(
     titles = {row["movieId"]: row["title"] for row in csv_rows["movies"]}
     per_movie = Counter(row["movieId"] for row in csv_rows["ratings"])
     expected_top5 = [(int(movie), n) for movie, n in per_movie.most_common(5)]
-    top5 = warehouse_query(
-        local_stack,
+    top5 = local_stack.query(
+        "warehouse",
         "select movie_id, rating_count from analytics.analytics_movie_insights"
         " order by rating_count desc, movie_id limit 5",
     )

@@ -26,15 +26,11 @@ def test_start_is_idempotent_and_status_reports_every_service(local_stack: Local
     assert status["aurora"].startswith(f"running on 127.0.0.1:{local_stack.aurora_port}")
     assert status["warehouse"].startswith(f"running on 127.0.0.1:{local_stack.warehouse_port}")
     assert status["s3"].startswith(f"running on http://127.0.0.1:{local_stack.s3_port}")
-    connection = local_stack.pg_connect(local_stack.aurora_port, "transactional")
-    with connection.cursor() as cursor:
-        cursor.execute("show wal_level")
-        assert cursor.fetchone() == ("logical",)
-        cursor.execute(
-            "select pg_encoding_to_char(encoding) from pg_database where datname = 'transactional'"
-        )
-        assert cursor.fetchone() == ("UTF8",)
-    connection.close()
+    assert local_stack.query("source", "show wal_level") == [("logical",)]
+    assert local_stack.query(
+        "source",
+        "select pg_encoding_to_char(encoding) from pg_database where datname = 'transactional'",
+    ) == [("UTF8",)]
 
 
 def test_credentials_are_generated_and_required(local_stack: LocalStack):

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from localdev.stack import AURORA_DATABASE, LocalStack
+from benchmarks.ingestion import load_tables
+from localdev.stack import LocalStack
+from localdev.synthetic import NO_GENRES, write_synthetic_dataset
 from movielens_pipeline.dataset import MovieLensSource, csv_row_counts
-from movielens_pipeline.loading import StreamedCopyImport, load_tables, upload_csvs
-from movielens_pipeline.synthetic import NO_GENRES, write_synthetic_dataset
+from movielens_pipeline.loading import StreamedCopyImport, upload_csvs
 from movielens_pipeline.tables import TABLES, TABLES_BY_NAME, schema_statements
 
 RATINGS = 20_000
@@ -126,7 +127,7 @@ def test_loads_through_the_pipeline_upload_and_parallel_load(
         monkeypatch.setenv(name, uri)
     bucket = "synthetic-load-test"
     local_stack.s3_client().create_bucket(Bucket=bucket)
-    aurora = local_stack.pg_connect(local_stack.aurora_port, AURORA_DATABASE)
+    aurora = local_stack.connect("source")
     aurora.autocommit = True
     with aurora.cursor() as cursor:
         for statement in schema_statements():
@@ -135,7 +136,7 @@ def test_loads_through_the_pipeline_upload_and_parallel_load(
     s3_hook = S3Hook(aws_conn_id="aws_default")
     objects = upload_csvs(s3_hook, MovieLensSource("synthetic", folder), bucket)
     loaded = load_tables(
-        lambda: local_stack.pg_connect(local_stack.aurora_port, AURORA_DATABASE),
+        lambda: local_stack.connect("source"),
         StreamedCopyImport(local_stack.s3_client()),
         bucket,
         {name: info["key"] for name, info in objects.items()},

@@ -104,9 +104,8 @@ def watcher(client, redshift: FakeRedshift, source_rows=AURORA_ROWS) -> AuroraZe
     return AuroraZeroEtlIntegration(
         rds_client=lambda: client,
         source=lambda: aurora,
-        redshift=lambda: redshift,
+        warehouse=lambda: redshift,
         integration_arn=INTEGRATION_ARN,
-        replica_database="movielens_raw",
     )
 
 
@@ -235,4 +234,4 @@ def test_bootstrap_creates_the_integration_database_once(rds):
 
 def test_missing_integration_arn_is_a_clear_error():
     with pytest.raises(ReplicationFailed, match=r"\[movielens\] integration_arn"):
-        AuroraZeroEtlIntegration(lambda: None, lambda: None, lambda: None, "", "movielens_raw")
+        AuroraZeroEtlIntegration(lambda: None, lambda: None, lambda: None, "")

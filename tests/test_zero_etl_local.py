@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from localdev.stack import AURORA_DATABASE, WAREHOUSE_DATABASE, LocalStack
+from localdev.stack import LocalStack
 from movielens_pipeline.compat import TRIGGERING_EVENTS
 from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, ReplicationFailed
 
@@ -16,69 +16,40 @@ CONFLICT_MOVIE_ID = 990_002
 RELOAD_MOVIE_ID = 990_003
 
 
-def run_sql(stack: LocalStack, port: int, database: str, sql: str, *params) -> list[tuple]:
-    connection = stack.pg_connect(port, database)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params or None)
-            return cursor.fetchall() if cursor.description else []
-    finally:
-        connection.close()
-
-
-def on_aurora(stack: LocalStack, sql: str, *params) -> list[tuple]:
-    return run_sql(stack, stack.aurora_port, AURORA_DATABASE, sql, *params)
-
-
-def on_replica(stack: LocalStack, sql: str, *params) -> list[tuple]:
-    return run_sql(stack, stack.warehouse_port, WAREHOUSE_DATABASE, sql, *params)
-
-
-def wait_until_caught_up(stack: LocalStack, timeout: float = 30) -> float:
-    replication = stack.replication()
-    check = replication.start_check()
-    started = time.monotonic()
-    while not replication.poll(check).caught_up:
-        assert time.monotonic() - started < timeout, "replica did not catch up"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def test_bootstrap_twice_does_nothing_the_second_time(local_stack: LocalStack):
     # The stack's start ran the first bootstrap.
     assert local_stack.replication().bootstrap() == []
-    assert on_replica(local_stack, "select count(*) from pg_subscription")[0][0] == 1
+    assert local_stack.query("warehouse", "select count(*) from pg_subscription")[0][0] == 1
 
 
 def test_row_written_to_aurora_arrives_downstream(local_stack: LocalStack):
-    on_aurora(
-        local_stack,
+    local_stack.query(
+        "source",
         "insert into movielens_database.movies values (%s, 'CDC test (2026)', 'Drama')",
         CDC_MOVIE_ID,
     )
     try:
-        wait_until_caught_up(local_stack)
-        assert on_replica(
-            local_stack,
+        local_stack.wait_until_replicated()
+        assert local_stack.query(
+            "warehouse",
             "select title from movielens_database.movies where movie_id = %s",
             CDC_MOVIE_ID,
         ) == [("CDC test (2026)",)]
     finally:
-        on_aurora(
-            local_stack, "delete from movielens_database.movies where movie_id = %s", CDC_MOVIE_ID
+        local_stack.query(
+            "source", "delete from movielens_database.movies where movie_id = %s", CDC_MOVIE_ID
         )
-    wait_until_caught_up(local_stack)
+    local_stack.wait_until_replicated()
     assert (
-        on_replica(
-            local_stack, "select 1 from movielens_database.movies where movie_id = %s", CDC_MOVIE_ID
+        local_stack.query(
+            "warehouse", "select 1 from movielens_database.movies where movie_id = %s", CDC_MOVIE_ID
         )
         == []
     )
 
 
 def test_truncate_and_reload_in_one_transaction_replicates_atomically(local_stack: LocalStack):
-    connection = local_stack.pg_connect(local_stack.aurora_port, AURORA_DATABASE)
+    connection = local_stack.connect("source")
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("select * from movielens_database.links order by movie_id")
@@ -89,36 +60,36 @@ def test_truncate_and_reload_in_one_transaction_replicates_atomically(local_stac
     finally:
         connection.close()
     try:
-        wait_until_caught_up(local_stack)
-        replica = on_replica(
-            local_stack, "select * from movielens_database.links order by movie_id"
+        local_stack.wait_until_replicated()
+        replica = local_stack.query(
+            "warehouse", "select * from movielens_database.links order by movie_id"
         )
         assert replica == reloaded
     finally:
-        on_aurora(
-            local_stack, "delete from movielens_database.links where movie_id = %s", RELOAD_MOVIE_ID
+        local_stack.query(
+            "source", "delete from movielens_database.links where movie_id = %s", RELOAD_MOVIE_ID
         )
-    wait_until_caught_up(local_stack)
+    local_stack.wait_until_replicated()
 
 
 def test_disabled_subscription_fails_at_once_saying_how_to_enable_it(local_stack: LocalStack):
     replication = local_stack.replication()
     check = replication.start_check()
-    on_replica(local_stack, f"alter subscription {LOCAL_SUBSCRIPTION} disable")
+    local_stack.query("warehouse", f"alter subscription {LOCAL_SUBSCRIPTION} disable")
     try:
         with pytest.raises(ReplicationFailed, match="is disabled.*enable"):
             replication.poll(check)
     finally:
-        on_replica(local_stack, f"alter subscription {LOCAL_SUBSCRIPTION} enable")
-    wait_until_caught_up(local_stack)
+        local_stack.query("warehouse", f"alter subscription {LOCAL_SUBSCRIPTION} enable")
+    local_stack.wait_until_replicated()
 
 
 def test_conflicting_row_on_the_replica_fails_the_check_with_what_to_do(local_stack: LocalStack):
     replication = local_stack.replication()
     check = replication.start_check()
     planted = "insert into movielens_database.movies values (%s, 'planted', 'Drama')"
-    on_replica(local_stack, planted, CONFLICT_MOVIE_ID)
-    on_aurora(local_stack, planted, CONFLICT_MOVIE_ID)
+    local_stack.query("warehouse", planted, CONFLICT_MOVIE_ID)
+    local_stack.query("source", planted, CONFLICT_MOVIE_ID)
     try:
         deadline = time.monotonic() + 20
         with pytest.raises(ReplicationFailed) as error:
@@ -131,38 +102,38 @@ def test_conflicting_row_on_the_replica_fails_the_check_with_what_to_do(local_st
         assert f"Key (movie_id)=({CONFLICT_MOVIE_ID}) already exists" in message
         assert "delete it from the replica" in message
     finally:
-        on_replica(
-            local_stack,
+        local_stack.query(
+            "warehouse",
             "delete from movielens_database.movies where movie_id = %s",
             CONFLICT_MOVIE_ID,
         )
-        on_aurora(
-            local_stack,
+        local_stack.query(
+            "source",
             "delete from movielens_database.movies where movie_id = %s",
             CONFLICT_MOVIE_ID,
         )
     # Once the planted row is gone, the apply worker retries and replication resumes.
-    wait_until_caught_up(local_stack, timeout=60)
+    local_stack.wait_until_replicated(timeout=60)
 
 
 def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, monkeypatch):
     from movielens_pipeline.pipeline import bootstrap_replication
+    from movielens_pipeline.runtime import runtime_for
     from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
     from movielens_pipeline.settings import load_settings
 
     for name, uri in local_stack.connection_uris().items():
         monkeypatch.setenv(name, uri)
-    bootstrapped = bootstrap_replication(load_settings())
+    runtime = runtime_for(load_settings())
+    bootstrapped = bootstrap_replication(runtime)
     assert bootstrapped["actions"] == []
 
-    class TaskInstance:
-        def xcom_pull(self, task_ids: str) -> dict:
-            assert task_ids == "bootstrap"
-            return bootstrapped
-
-    load_event = SimpleNamespace(extra={"loaded_at": bootstrapped["check"]["started_at"] - 5})
-    sensor = ZeroEtlCatchUpSensor(task_id="wait", check_task_id="bootstrap", poke_interval=0.1)
-    context = {"ti": TaskInstance(), TRIGGERING_EVENTS: {"postgres://x": [load_event]}}
+    check = bootstrapped["check"]
+    load_event = SimpleNamespace(extra={"loaded_at": check["started_at"] - 5})
+    sensor = ZeroEtlCatchUpSensor(
+        task_id="wait", replication=runtime.replication, check=check, poke_interval=0.1
+    )
+    context = {TRIGGERING_EVENTS: {"postgres://x": [load_event]}}
     deadline = time.monotonic() + 30
     while not (result := sensor.poke(context)).is_done:  # as the sensor loop pokes
         assert time.monotonic() < deadline, "the replica did not catch up"
@@ -172,5 +143,7 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
     assert 0 <= lag < 30
     assert result.xcom_value["since_load_seconds"] >= lag + 5
     assert sensor.mode == "poke"
-    patient = ZeroEtlCatchUpSensor(task_id="patient", check_task_id="bootstrap", poke_interval=60)
+    patient = ZeroEtlCatchUpSensor(
+        task_id="patient", replication=runtime.replication, check=check, poke_interval=60
+    )
     assert patient.mode == "reschedule"

@@ -8,6 +8,7 @@ try:  # Airflow 3: the task SDK
     from airflow.sdk import (
         BaseHook,
         BaseSensorOperator,
+        Connection,
         CronTriggerTimetable,
         PokeReturnValue,
         chain,
@@ -26,6 +27,7 @@ except ImportError:  # Airflow 2.10
     from airflow.exceptions import AirflowFailException
     from airflow.hooks.base import BaseHook
     from airflow.models.baseoperator import chain
+    from airflow.models.connection import Connection
     from airflow.operators.python import get_current_context
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue
     from airflow.timetables.datasets import DatasetOrTimeSchedule as _DatasetOrTimeSchedule
@@ -35,23 +37,6 @@ except ImportError:  # Airflow 2.10
 
 # The context key holding the dataset (asset) events that triggered a run.
 TRIGGERING_EVENTS = "triggering_asset_events" if AIRFLOW_3 else "triggering_dataset_events"
-
-__all__ = [
-    "AIRFLOW_3",
-    "TRIGGERING_EVENTS",
-    "AirflowFailException",
-    "BaseHook",
-    "BaseSensorOperator",
-    "CronTriggerTimetable",
-    "Dataset",
-    "PokeReturnValue",
-    "chain",
-    "conf",
-    "cron_or_datasets_schedule",
-    "dag",
-    "get_current_context",
-    "task",
-]
 
 
 def cron_or_datasets_schedule(cron: str, datasets: list) -> object:

@@ -21,14 +21,8 @@ from cosmos import (
     TestBehavior,
 )
 from cosmos.constants import InvocationMode, TestIndirectSelection
-from cosmos.profiles import PostgresUserPasswordProfileMapping, RedshiftUserPasswordProfileMapping
 
-from movielens_pipeline.settings import (
-    ANALYTICS_DATABASE,
-    ANALYTICS_SCHEMA,
-    REDSHIFT_CONN_ID,
-    Settings,
-)
+from movielens_pipeline.runtime import Runtime
 
 DBT_PROFILE_NAME = "movielens_redshift"
 
@@ -79,29 +73,11 @@ def _stale_models(project_dir: Path, nodes: dict) -> list[str]:
     return stale
 
 
-def profile_config(settings: Settings) -> ProfileConfig:
-    """dbt profile from the ``movielens_redshift`` Airflow connection."""
-    profile_args = {"dbname": ANALYTICS_DATABASE, "schema": ANALYTICS_SCHEMA}
-    if settings.is_local:
-        mapping = PostgresUserPasswordProfileMapping(
-            conn_id=REDSHIFT_CONN_ID, profile_args=profile_args
-        )
-    else:
-        # ra3_node: dbt-redshift reads movielens_raw (another database) only on RA3.
-        mapping = RedshiftUserPasswordProfileMapping(
-            conn_id=REDSHIFT_CONN_ID, profile_args={**profile_args, "ra3_node": True}
-        )
-    return ProfileConfig(
-        profile_name=DBT_PROFILE_NAME,
-        target_name="local" if settings.is_local else "redshift",
-        profile_mapping=mapping,
-    )
-
-
 def movielens_dbt_task_group(
-    settings: Settings, load_method: LoadMode = LoadMode.DBT_MANIFEST
+    runtime: Runtime, load_method: LoadMode = LoadMode.DBT_MANIFEST
 ) -> DbtTaskGroup:
     """The dbt project as a task group; ``load_method`` is for comparing parse costs."""
+    settings = runtime.settings
     project_dir = settings.dbt_project_dir
     return DbtTaskGroup(
         group_id="dbt_movielens",
@@ -111,7 +87,11 @@ def movielens_dbt_task_group(
             project_name=DBT_PROFILE_NAME,
             install_dbt_deps=False,
         ),
-        profile_config=profile_config(settings),
+        profile_config=ProfileConfig(
+            profile_name=DBT_PROFILE_NAME,
+            target_name=runtime.dbt_target,
+            profile_mapping=runtime.dbt_profile_mapping(),
+        ),
         render_config=RenderConfig(
             load_method=load_method,
             dbt_executable_path=settings.dbt_executable_path,
@@ -132,11 +112,5 @@ def movielens_dbt_task_group(
             invocation_mode=InvocationMode.SUBPROCESS,
             test_indirect_selection=TestIndirectSelection.CAUTIOUS,
         ),
-        operator_args={"retries": 1, "dbt_cmd_flags": _dbt_flags(settings)},
+        operator_args={"retries": 1, "dbt_cmd_flags": list(runtime.dbt_flags)},
     )
-
-
-def _dbt_flags(settings: Settings) -> list[str]:
-    # Unit tests mock sources by reading their column types; on Redshift the sources sit in
-    # another database (movielens_raw), so they run in CI against PostgreSQL instead.
-    return [] if settings.is_local else ["--exclude-resource-type", "unit_test"]

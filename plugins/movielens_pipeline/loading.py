@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 from botocore.exceptions import ClientError
 
 from movielens_pipeline.dataset import MovieLensSource
-from movielens_pipeline.tables import TABLES, TABLES_BY_NAME, Table
+from movielens_pipeline.tables import CSV_OPTIONS, TABLES, Table
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from psycopg2.extensions import connection as PgConnection
     from psycopg2.extensions import cursor as PgCursor
 
 log = logging.getLogger(__name__)
 
-CSV_OPTIONS = "(format csv, header true, encoding 'UTF8')"
-AURORA_EXTENSION_STATEMENT = "create extension if not exists aws_s3 cascade"
 # User metadata on each uploaded object (x-amz-meta-sha256): the SHA-256 of the CSV's bytes.
 # Unlike the ETag it does not depend on how the upload was split into parts.
 CHECKSUM_METADATA = "sha256"
@@ -165,14 +160,9 @@ class StreamedCopyImport:
                 f"({error.response['Error'].get('Code')}): run the upload task first. "
                 "Nothing was changed in the table."
             ) from None
-        columns = ", ".join(table.column_names)
         checked = _CheckedBody(body)
         try:
-            cursor.copy_expert(
-                f"copy {table.qualified_name} ({columns}) from stdin with {CSV_OPTIONS}",
-                checked,
-                size=self.read_size,
-            )
+            cursor.copy_expert(table.copy_from_stdin_statement(), checked, size=self.read_size)
             return cursor.rowcount  # COPY's own row count: no second pass over the table
         except psycopg2.Error as error:
             if checked.problem is None:
@@ -187,10 +177,8 @@ class StreamedCopyImport:
 
 
 class AuroraS3Import:
-    """Server-side: Aurora reads the object itself through the ``aws_s3`` extension.
-
-    The extension is created with the tables (``AURORA_EXTENSION_STATEMENT``).
-    """
+    """Server-side: Aurora reads the object itself through the ``aws_s3`` extension
+    (created with the tables: ``AwsRuntime.source_setup_statements``)."""
 
     def __init__(self, region: str) -> None:
         self.region = region
@@ -269,31 +257,3 @@ def _describe_failure(
         f"Loading {table.qualified_name} from {source} failed{where}: {detail}. "
         "The load was rolled back and the previous rows are intact; fix the file and rerun."
     )
-
-
-def load_tables(
-    connect: Callable[[], PgConnection],
-    importer: TableImport,
-    bucket: str,
-    keys: dict[str, str],
-    *,
-    parallel: bool = True,
-) -> dict[str, int]:
-    """Load several tables, each in its own connection and transaction; concurrently if asked.
-
-    The DAG maps one task per table instead; this is the same thing inside one process, for
-    benchmarks and scripts. The first failure is raised after every load has finished.
-    """
-
-    def load(name: str) -> int:
-        connection = connect()
-        try:
-            return load_table(connection, TABLES_BY_NAME[name], importer, bucket, keys[name])
-        finally:
-            connection.close()
-
-    if not parallel:
-        return {name: load(name) for name in keys}
-    with ThreadPoolExecutor(max_workers=len(keys), thread_name_prefix="load") as pool:
-        futures = {name: pool.submit(load, name) for name in keys}
-    return {name: future.result() for name, future in futures.items()}

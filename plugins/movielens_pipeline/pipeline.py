@@ -1,132 +1,34 @@
-"""The DAGs' task bodies: Airflow connections in, strategies chosen once from settings."""
+"""The DAGs' task bodies, each given the Runtime that the settings chose."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-import psycopg2
-from airflow.providers.amazon.aws.hooks.rds import RdsHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.providers.postgres.hooks.postgres import PostgresHook
-from psycopg2.extensions import make_dsn
 
 from movielens_pipeline import dataset, loading
-from movielens_pipeline.compat import BaseHook
+from movielens_pipeline.connections import source_connection, warehouse_connection
 from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
-from movielens_pipeline.settings import (
-    ANALYTICS_DATABASE,
-    ANALYTICS_SCHEMA,
-    AURORA_CONN_ID,
-    AWS_CONN_ID,
-    REDSHIFT_CONN_ID,
-    REPLICA_DATABASE_ON_REDSHIFT,
-    Settings,
-)
-from movielens_pipeline.tables import SOURCE_SCHEMA, TABLES_BY_NAME, schema_statements
-from movielens_pipeline.zero_etl import (
-    AuroraZeroEtlIntegration,
-    LocalLogicalReplication,
-    Replication,
-)
+from movielens_pipeline.names import AWS_CONN_ID, SOURCE_SCHEMA
+from movielens_pipeline.runtime import Runtime
+from movielens_pipeline.tables import TABLES_BY_NAME, schema_statements
 
 log = logging.getLogger(__name__)
 
+# The analytics tables whose rows the run summary reports.
+SUMMARY_MODELS = ("analytics_movie_insights", "analytics_user_engagement")
+
 
 class ReconciliationError(RuntimeError):
-    """Two hops disagree on how many rows a table holds."""
-
-
-class DatabaseUnreachable(RuntimeError):
-    """A connection could not be opened; the message names the Airflow connection."""
-
-
-def _connect(conn_id: str, hook_connect: Callable[[], Any]) -> Any:
-    try:
-        return hook_connect()
-    except Exception as error:  # psycopg2 and redshift_connector raise unrelated types
-        connection = BaseHook.get_connection(conn_id)
-        raise DatabaseUnreachable(
-            f"Cannot connect to {connection.host}:{connection.port} through Airflow connection "
-            f"{conn_id!r}: {str(error).strip()}. Check that connection (host, port, "
-            "credentials) and that the database accepts connections from here."
-        ) from error
-
-
-def aurora_connection() -> Any:
-    """A psycopg2 connection (the loads stream with ``copy_expert``), whatever driver the
-    Postgres provider prefers (on Airflow 3 it picks psycopg 3 when installed)."""
-    return _connect(AURORA_CONN_ID, lambda: _psycopg2_connect(AURORA_CONN_ID))
-
-
-def _psycopg2_connect(conn_id: str) -> Any:
-    hook = PostgresHook(postgres_conn_id=conn_id)
-    connection = hook.get_conn()
-    if isinstance(connection, psycopg2.extensions.connection):
-        return connection
-    connection.close()
-    airflow_connection = hook.get_connection(conn_id)
-    return psycopg2.connect(
-        host=airflow_connection.host,
-        port=airflow_connection.port or 5432,
-        dbname=airflow_connection.schema,
-        user=airflow_connection.login,
-        password=airflow_connection.password,
-        **{
-            k: v
-            for k, v in airflow_connection.extra_dejson.items()
-            if k in ("sslmode", "sslrootcert")
-        },
-    )
-
-
-def warehouse_connection() -> Any:
-    """Redshift on AWS (RedshiftSQLHook), the local PostgreSQL warehouse otherwise."""
-    return _connect(
-        REDSHIFT_CONN_ID, lambda: BaseHook.get_connection(REDSHIFT_CONN_ID).get_hook().get_conn()
-    )
-
-
-def replication_for(settings: Settings) -> Replication:
-    if settings.is_local:
-        aurora = BaseHook.get_connection(AURORA_CONN_ID)
-        conninfo = make_dsn(
-            host=aurora.host,
-            port=aurora.port or 5432,
-            dbname=aurora.schema,
-            user=aurora.login,
-            password=aurora.password,
-        )
-        return LocalLogicalReplication(aurora_connection, warehouse_connection, conninfo)
-    return AuroraZeroEtlIntegration(
-        rds_client=lambda: RdsHook(aws_conn_id=AWS_CONN_ID, region_name=settings.region).conn,
-        source=aurora_connection,
-        redshift=warehouse_connection,
-        integration_arn=settings.integration_arn,
-        replica_database=REPLICA_DATABASE_ON_REDSHIFT,
-    )
-
-
-def bootstrap_replication(settings: Settings) -> dict[str, Any]:
-    """Bootstrap the replica, then record the source position the sensor waits for."""
-    replication = replication_for(settings)
-    actions = replication.bootstrap()
-    return {"actions": actions, "check": replication.start_check()}
-
-
-def replica_qualifier(settings: Settings) -> str:
-    """Where dbt reads the replicated tables: its own database locally, ``movielens_raw`` on AWS."""
-    if settings.is_local:
-        return SOURCE_SCHEMA
-    return f"{REPLICA_DATABASE_ON_REDSHIFT}.{SOURCE_SCHEMA}"
+    """The source and the replica disagree on how many rows a table holds."""
 
 
 # --- dag_movielens_load_aurora ---------------------------------------------------------
 
 
-def stage_dataset_in_s3(settings: Settings) -> dict[str, Any]:
-    """Fetch and verify the dataset, then upload its changed CSVs to the raw bucket."""
+def stage_dataset_in_s3(runtime: Runtime) -> dict[str, Any]:
+    settings = runtime.settings
     source = dataset.fetch_dataset(settings.dataset, settings.archive, settings.cache_dir)
     csv_rows = dataset.csv_row_counts(source)
     log.info("%s verified: %s", source.path, csv_rows)
@@ -137,24 +39,15 @@ def stage_dataset_in_s3(settings: Settings) -> dict[str, Any]:
     return {"bucket": settings.raw_bucket, "objects": objects, "csv_rows": csv_rows}
 
 
-def create_aurora_tables(settings: Settings) -> None:
-    """Schema and tables (keys first); on Aurora also the ``aws_s3`` extension for imports."""
-    statements = schema_statements()
-    if not settings.is_local:
-        statements.insert(0, loading.AURORA_EXTENSION_STATEMENT)
-    with autocommit(aurora_connection()) as aurora:
-        for statement in statements:
-            execute(aurora, statement)
+def create_source_tables(runtime: Runtime) -> None:
+    with autocommit(source_connection()) as source:
+        for statement in runtime.source_setup_statements() + schema_statements():
+            execute(source, statement)
 
 
-def load_aurora_table(settings: Settings, table_name: str, bucket: str, key: str) -> int:
-    if settings.is_local:
-        importer: loading.TableImport = loading.StreamedCopyImport(
-            S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
-        )
-    else:
-        importer = loading.AuroraS3Import(settings.region)
-    connection = aurora_connection()
+def load_source_table(runtime: Runtime, table_name: str, bucket: str, key: str) -> int:
+    importer = runtime.table_import()
+    connection = source_connection()
     try:
         return loading.load_table(connection, TABLES_BY_NAME[table_name], importer, bucket, key)
     finally:
@@ -164,76 +57,55 @@ def load_aurora_table(settings: Settings, table_name: str, bucket: str, key: str
 # --- dag_dbt_movielens_zeroetl_cosmos --------------------------------------------------
 
 
-def source_counts() -> dict[str, int]:
-    with autocommit(aurora_connection()) as aurora:
-        return count_rows(aurora, SOURCE_SCHEMA)
+def bootstrap_replication(runtime: Runtime) -> dict[str, Any]:
+    """``actions`` taken, and the ``check`` (source position) the sensor waits for."""
+    replication = runtime.replication()
+    actions = replication.bootstrap()
+    return {"actions": actions, "check": replication.start_check()}
 
 
-def reconcile(left_name: str, left: dict[str, int], right_name: str, right: dict[str, int]) -> None:
+def reconcile_replica_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
+    with autocommit(source_connection()) as source:
+        source_rows = count_rows(source, SOURCE_SCHEMA)
+    replica_rows = runtime.replication().replica_counts()
     differences = {
-        table: (left[table], right.get(table)) for table in left if left[table] != right.get(table)
+        table: (rows, replica_rows.get(table))
+        for table, rows in source_rows.items()
+        if rows != replica_rows.get(table)
     }
     if differences:
         detail = "; ".join(
-            f"{table}: {left_name} {a} vs {right_name} {b}" for table, (a, b) in differences.items()
+            f"{table}: source {a} vs replica {b}" for table, (a, b) in differences.items()
         )
         raise ReconciliationError(f"Row counts differ: {detail}")
+    return {"source": source_rows, "replica": replica_rows}
 
 
-def ensure_analytics_database(settings: Settings) -> str:
-    """Create ``analytics_movie_insights`` on Redshift, or the analytics schema locally."""
+def run_summary(runtime: Runtime) -> dict[str, Any]:
+    """Rows in the replica and the analytics, and the most-rated movies, for the run's log.
+
+    dbt's own tests check the analytics against the replica; this only reports.
+    """
+    analytics = runtime.analytics_qualifier
     with autocommit(warehouse_connection()) as warehouse:
-        if settings.is_local:
-            execute(warehouse, f"create schema if not exists {ANALYTICS_SCHEMA}")
-            return f"schema {ANALYTICS_SCHEMA} present"
-        if fetch_all(
-            warehouse, "select 1 from pg_database where datname = %s", (ANALYTICS_DATABASE,)
-        ):
-            return f"database {ANALYTICS_DATABASE} present"
-        execute(warehouse, f"create database {ANALYTICS_DATABASE}")
-        return f"created database {ANALYTICS_DATABASE}"
-
-
-def analytics_report(settings: Settings) -> dict[str, Any]:
-    """Final check: analytics rows match the replica; returns the figures for the summary."""
-    analytics = analytics_qualifier(settings)
-    replica_tables = replica_qualifier(settings)
-    with autocommit(warehouse_connection()) as warehouse:
-        replica = count_rows(warehouse, replica_tables)
-        (insights,) = fetch_all(
-            warehouse, f"select count(*) from {analytics}.analytics_movie_insights"
-        )[0]
-        (engagement,) = fetch_all(
-            warehouse, f"select count(*) from {analytics}.analytics_user_engagement"
-        )[0]
-        (users,) = fetch_all(
-            warehouse,
-            f"select count(*) from (select user_id from {replica_tables}.ratings"
-            f" union select user_id from {replica_tables}.tags) as users",
-        )[0]
+        replica = count_rows(warehouse, runtime.replica_qualifier)
+        analytics_rows = {
+            model: int(fetch_all(warehouse, f"select count(*) from {analytics}.{model}")[0][0])
+            for model in SUMMARY_MODELS
+        }
         top_movies = fetch_all(
             warehouse,
             "select title, rating_count, round(avg_rating, 2)"
             f" from {analytics}.analytics_movie_insights"
             " order by rating_count desc, movie_id limit 5",
         )
-    expected = {"analytics_movie_insights": replica["movies"], "analytics_user_engagement": users}
-    actual = {
-        "analytics_movie_insights": int(insights),
-        "analytics_user_engagement": int(engagement),
-    }
-    reconcile("replica", expected, "analytics", actual)
-    return {
+    summary = {
         "replica_rows": replica,
-        "analytics_rows": actual,
+        "analytics_rows": analytics_rows,
         "top_movies": [
             {"title": title, "ratings": int(count), "average": float(average)}
             for title, count, average in top_movies
         ],
     }
-
-
-def analytics_qualifier(settings: Settings) -> str:
-    if settings.is_local:
-        return ANALYTICS_SCHEMA
-    return f"{ANALYTICS_DATABASE}.{ANALYTICS_SCHEMA}"
+    log.info("Run summary: %s", summary)
+    return summary

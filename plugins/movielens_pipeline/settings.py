@@ -10,17 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from movielens_pipeline.compat import conf
-
-AWS_CONN_ID = "aws_default"
-AURORA_CONN_ID = "movielens_aurora"
-REDSHIFT_CONN_ID = "movielens_redshift"
+from movielens_pipeline.names import DEFAULT_RAW_BUCKET, DEFAULT_REGION
 
 RUNTIME_AWS = "aws"
 RUNTIME_LOCAL = "local"
-
-ANALYTICS_DATABASE = "analytics_movie_insights"
-ANALYTICS_SCHEMA = "analytics"
-REPLICA_DATABASE_ON_REDSHIFT = "movielens_raw"
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,8 +52,8 @@ def load_settings() -> Settings:
         )
     return Settings(
         runtime=runtime,
-        raw_bucket=_option("raw_bucket", "data-handson-mds-raw-dev"),
-        region=_option("region", "us-east-1"),
+        raw_bucket=_option("raw_bucket", DEFAULT_RAW_BUCKET),
+        region=_option("region", DEFAULT_REGION),
         dataset=_option("dataset", "ml-latest-small"),
         archive=_option("archive", ""),
         cache_dir=Path(_option("cache_dir", "/tmp/movielens-cache")),  # noqa: S108 - MWAA worker scratch

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SOURCE_DATABASE = "transactional"
-SOURCE_SCHEMA = "movielens_database"
+from movielens_pipeline.names import SOURCE_SCHEMA
+
+# COPY options for the MovieLens CSVs (also the options of Aurora's table_import_from_s3).
+CSV_OPTIONS = "(format csv, header true, encoding 'UTF8')"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Table:
     def s3_key(self) -> str:
         return f"movielens/{self.name}/{self.csv_file}"
 
+    def copy_from_stdin_statement(self) -> str:
+        """``COPY`` of the table's CSV, streamed by the client."""
+        columns = ", ".join(self.column_names)
+        return f"copy {self.qualified_name} ({columns}) from stdin with {CSV_OPTIONS}"
+
     def create_statement(self) -> str:
         """``CREATE TABLE IF NOT EXISTS`` with the primary key in place before any data."""
         lines = [
@@ -55,42 +62,43 @@ class Table:
         return f"create table if not exists {self.qualified_name} (\n    {body}\n)"
 
 
-# Keys checked unique in ml-latest-small (DESIGN.md §3); zero-ETL replicates only tables with a PK.
+# The columns several MovieLens files share.
+USER_ID = Column("user_id", "userId", "integer")
+MOVIE_ID = Column("movie_id", "movieId", "integer")
+
+
+def _epoch(name: str) -> Column:
+    """A ``timestamp`` column: seconds since 1970-01-01 UTC."""
+    return Column(name, "timestamp", "bigint")
+
+
+# Keys checked unique in ml-latest-small; zero-ETL replicates only tables with a primary key.
 TABLES: tuple[Table, ...] = (
     Table(
         name="ratings",
         columns=(
-            Column("user_id", "userId", "integer"),
-            Column("movie_id", "movieId", "integer"),
+            USER_ID,
+            MOVIE_ID,
             Column("rating", "rating", "numeric(2,1)"),
-            Column("rated_at_epoch", "timestamp", "bigint"),
+            _epoch("rated_at_epoch"),
         ),
         primary_key=("user_id", "movie_id"),
         checks=("rating between 0.5 and 5.0 and rating * 2 = floor(rating * 2)",),
     ),
     Table(
         name="tags",
-        columns=(
-            Column("user_id", "userId", "integer"),
-            Column("movie_id", "movieId", "integer"),
-            Column("tag", "tag", "text"),
-            Column("tagged_at_epoch", "timestamp", "bigint"),
-        ),
+        columns=(USER_ID, MOVIE_ID, Column("tag", "tag", "text"), _epoch("tagged_at_epoch")),
         primary_key=("user_id", "movie_id", "tag"),
     ),
     Table(
         name="movies",
-        columns=(
-            Column("movie_id", "movieId", "integer"),
-            Column("title", "title", "text"),
-            Column("genres", "genres", "text"),
-        ),
+        columns=(MOVIE_ID, Column("title", "title", "text"), Column("genres", "genres", "text")),
         primary_key=("movie_id",),
     ),
     Table(
         name="links",
         columns=(
-            Column("movie_id", "movieId", "integer"),
+            MOVIE_ID,
             Column("imdb_id", "imdbId", "text"),
             Column("tmdb_id", "tmdbId", "integer", nullable=True),
         ),

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
-from movielens_pipeline.tables import SOURCE_DATABASE, SOURCE_SCHEMA, TABLES, schema_statements
+from movielens_pipeline.names import (
+    REPLICA_DATABASE,
+    SOURCE_DATABASE,
+    SOURCE_SCHEMA,
+    WAREHOUSE_CONN_ID,
+)
+from movielens_pipeline.tables import TABLES, schema_statements
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as PgConnection
@@ -55,6 +61,8 @@ class SyncStatus:
 
 
 class Replication(Protocol):
+    replica_qualifier: str  # ``schema`` or ``database.schema`` of the replicated tables
+
     def bootstrap(self) -> list[str]:
         """Create whatever the replica needs, idempotently; return what was done."""
 
@@ -71,14 +79,17 @@ class Replication(Protocol):
 class LocalLogicalReplication:
     """PostgreSQL logical replication standing in for zero-ETL (pgoutput, two servers)."""
 
+    # The replicated tables keep their schema inside the warehouse database.
+    replica_qualifier = SOURCE_SCHEMA
+
     def __init__(
         self,
         source: ConnectionFactory,
-        target: ConnectionFactory,
+        warehouse: ConnectionFactory,
         source_conninfo: str,
     ) -> None:
         self._source = source
-        self._target = target
+        self._warehouse = warehouse
         self._source_conninfo = source_conninfo
 
     def bootstrap(self) -> list[str]:
@@ -94,21 +105,23 @@ class LocalLogicalReplication:
                     f"create publication {LOCAL_PUBLICATION} for tables in schema {SOURCE_SCHEMA}",
                 )
                 actions.append(f"created publication {LOCAL_PUBLICATION}")
-        with autocommit(self._target()) as target:
+        with autocommit(self._warehouse()) as warehouse:
             for statement in schema_statements():
-                execute(target, statement)
+                execute(warehouse, statement)
             if not fetch_all(
-                target, "select 1 from pg_subscription where subname = %s", (LOCAL_SUBSCRIPTION,)
+                warehouse,
+                "select 1 from pg_subscription where subname = %s",
+                (LOCAL_SUBSCRIPTION,),
             ):
                 execute(
-                    target,
+                    warehouse,
                     f"create subscription {LOCAL_SUBSCRIPTION} connection %s "
                     f"publication {LOCAL_PUBLICATION}",
                     (self._source_conninfo,),
                 )
                 actions.append(f"created subscription {LOCAL_SUBSCRIPTION}")
-            elif len(self._table_states(target)) < len(TABLES):
-                execute(target, f"alter subscription {LOCAL_SUBSCRIPTION} refresh publication")
+            elif len(self._table_states(warehouse)) < len(TABLES):
+                execute(warehouse, f"alter subscription {LOCAL_SUBSCRIPTION} refresh publication")
                 actions.append(f"refreshed subscription {LOCAL_SUBSCRIPTION}")
         log.info("Replication bootstrap: %s", "; ".join(actions) or "nothing to do")
         return actions
@@ -116,14 +129,14 @@ class LocalLogicalReplication:
     def start_check(self) -> dict[str, Any]:
         with autocommit(self._source()) as source:
             (position,) = fetch_all(source, "select pg_current_wal_insert_lsn()::text")[0]
-        with autocommit(self._target()) as target:
-            errors = self._error_count(target)
+        with autocommit(self._warehouse()) as warehouse:
+            errors = self._error_count(warehouse)
         return {"source_lsn": position, "errors_before": errors, "started_at": time.time()}
 
     def poll(self, check: dict[str, Any]) -> SyncStatus:
-        with autocommit(self._target()) as target:
+        with autocommit(self._warehouse()) as warehouse:
             rows = fetch_all(
-                target,
+                warehouse,
                 "select s.subenabled, st.pid, st.latest_end_lsn::text,"
                 " coalesce(st.latest_end_lsn >= %s::pg_lsn, false)"
                 " from pg_subscription s"
@@ -142,13 +155,13 @@ class LocalLogicalReplication:
                     f"Subscription {LOCAL_SUBSCRIPTION} is disabled, so nothing replicates: "
                     f"run `alter subscription {LOCAL_SUBSCRIPTION} enable` on the warehouse."
                 )
-            errors = self._error_count(target) - check["errors_before"]
+            errors = self._error_count(warehouse) - check["errors_before"]
             if errors > 0:
                 raise ReplicationFailed(
                     f"Subscription {LOCAL_SUBSCRIPTION} hit {errors} apply error(s) since the "
-                    f"check began and stopped applying changes: {self._last_apply_error(target)}"
+                    f"check began and stopped applying changes: {self._last_apply_error(warehouse)}"
                 )
-            states = self._table_states(target)
+            states = self._table_states(warehouse)
         missing = sorted({t.name for t in TABLES} - set(states))
         if missing:
             raise ReplicationFailed(
@@ -172,13 +185,13 @@ class LocalLogicalReplication:
         return SyncStatus(True, f"replica at {replica_lsn} >= source LSN {check['source_lsn']}")
 
     def replica_counts(self) -> dict[str, int]:
-        with autocommit(self._target()) as target:
-            return count_rows(target, SOURCE_SCHEMA)
+        with autocommit(self._warehouse()) as warehouse:
+            return count_rows(warehouse, self.replica_qualifier)
 
     @staticmethod
-    def _error_count(target: PgConnection) -> int:
+    def _error_count(warehouse: PgConnection) -> int:
         rows = fetch_all(
-            target,
+            warehouse,
             "select apply_error_count + sync_error_count"
             " from pg_stat_subscription_stats where subname = %s",
             (LOCAL_SUBSCRIPTION,),
@@ -186,7 +199,7 @@ class LocalLogicalReplication:
         return int(rows[0][0]) if rows else 0
 
     @staticmethod
-    def _last_apply_error(target: PgConnection) -> str:
+    def _last_apply_error(warehouse: PgConnection) -> str:
         """The failing table and row, from the warehouse's server log when it is readable."""
         advice = (
             "a row on the replica collides with a replicated key: delete it from the replica "
@@ -194,7 +207,7 @@ class LocalLogicalReplication:
         )
         try:
             rows = fetch_all(
-                target,
+                warehouse,
                 "select pg_read_file(pg_current_logfile(),"
                 " greatest((pg_stat_file(pg_current_logfile())).size - 65536, 0), 65536)",
             )
@@ -207,9 +220,9 @@ class LocalLogicalReplication:
         return f"table {relation}: {message.strip()} ({detail.strip()}); {advice}"
 
     @staticmethod
-    def _table_states(target: PgConnection) -> dict[str, str]:
+    def _table_states(warehouse: PgConnection) -> dict[str, str]:
         rows = fetch_all(
-            target,
+            warehouse,
             "select c.relname, r.srsubstate from pg_subscription_rel r"
             " join pg_subscription s on s.oid = r.srsubid"
             " join pg_class c on c.oid = r.srrelid"
@@ -223,13 +236,15 @@ class LocalLogicalReplication:
 class AuroraZeroEtlIntegration:
     """An Aurora PostgreSQL -> Redshift zero-ETL integration."""
 
+    # Read with three-part names from the integration's read-only database.
+    replica_qualifier = f"{REPLICA_DATABASE}.{SOURCE_SCHEMA}"
+
     def __init__(
         self,
         rds_client: Callable[[], Any],
         source: ConnectionFactory,
-        redshift: ConnectionFactory,
+        warehouse: ConnectionFactory,
         integration_arn: str,
-        replica_database: str,
     ) -> None:
         if not integration_arn:
             raise ReplicationFailed(
@@ -238,9 +253,8 @@ class AuroraZeroEtlIntegration:
             )
         self._rds_client = rds_client
         self._source = source
-        self._redshift = redshift
+        self._warehouse = warehouse
         self.integration_arn = integration_arn
-        self.replica_database = replica_database
 
     @property
     def integration_id(self) -> str:
@@ -248,18 +262,18 @@ class AuroraZeroEtlIntegration:
         return self.integration_arn.rsplit(":", 1)[-1]
 
     def bootstrap(self) -> list[str]:
-        with autocommit(self._redshift()) as redshift:
+        with autocommit(self._warehouse()) as warehouse:
             if fetch_all(
-                redshift, "select 1 from pg_database where datname = %s", (self.replica_database,)
+                warehouse, "select 1 from pg_database where datname = %s", (REPLICA_DATABASE,)
             ):
                 return []
-            # Redshift takes no bind parameters in CREATE DATABASE; the id is validated above.
+            # Redshift takes no bind parameters in CREATE DATABASE; the id is validated here.
             execute(
-                redshift,
-                f"create database {self.replica_database} from integration "
+                warehouse,
+                f"create database {REPLICA_DATABASE} from integration "
                 f"'{_quote_free(self.integration_id)}' database '{SOURCE_DATABASE}'",
             )
-        return [f"created database {self.replica_database} from integration {self.integration_id}"]
+        return [f"created database {REPLICA_DATABASE} from integration {self.integration_id}"]
 
     def start_check(self) -> dict[str, Any]:
         return {"started_at": time.time()}
@@ -287,7 +301,7 @@ class AuroraZeroEtlIntegration:
             )
             raise ReplicationFailed(
                 f"Zero-ETL tables cannot sync: {detail}. Resync them with "
-                f"`alter database {self.replica_database} integration refresh inerror tables` "
+                f"`alter database {REPLICA_DATABASE} integration refresh inerror tables` "
                 "after fixing the cause."
             )
         missing = sorted({t.name for t in TABLES} - set(states))
@@ -309,18 +323,18 @@ class AuroraZeroEtlIntegration:
         return response["Integrations"][0]
 
     def table_states(self) -> dict[str, tuple[str, str]]:
-        with autocommit(self._redshift()) as redshift:
+        with autocommit(self._warehouse()) as warehouse:
             (is_superuser,) = fetch_all(
-                redshift, "select usesuper from pg_user where usename = current_user"
+                warehouse, "select usesuper from pg_user where usename = current_user"
             )[0]
             if not is_superuser:
                 raise ReplicationFailed(
-                    "The Redshift user of connection movielens_redshift is not a superuser, "
+                    f"The Redshift user of connection {WAREHOUSE_CONN_ID} is not a superuser, "
                     "and SVV_INTEGRATION_TABLE_STATE shows rows to superusers only: use a "
                     "superuser for this connection, or table states cannot be checked."
                 )
             rows = fetch_all(
-                redshift,
+                warehouse,
                 "select table_name, table_state, trim(reason) from svv_integration_table_state"
                 " where integration_id = %s and schema_name = %s",
                 (self.integration_id, SOURCE_SCHEMA),
@@ -328,8 +342,8 @@ class AuroraZeroEtlIntegration:
         return {name.strip(): (state.strip(), reason or "") for name, state, reason in rows}
 
     def replica_counts(self) -> dict[str, int]:
-        with autocommit(self._redshift()) as redshift:
-            return count_rows(redshift, f"{self.replica_database}.{SOURCE_SCHEMA}")
+        with autocommit(self._warehouse()) as warehouse:
+            return count_rows(warehouse, self.replica_qualifier)
 
 
 def _quote_free(value: str) -> str:

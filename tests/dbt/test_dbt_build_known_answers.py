@@ -9,7 +9,6 @@ models, data tests and unit tests.
 from __future__ import annotations
 
 import json
-import time
 import zipfile
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from build_helpers import run_dbt
 
-from localdev.stack import AURORA_DATABASE, WAREHOUSE_DATABASE, LocalStack
+from localdev.stack import WAREHOUSE_DATABASE, LocalStack
 from movielens_pipeline.tables import TABLES
 
 MIN_RATINGS = 10  # the Bayesian m, passed to dbt explicitly so both sides use the same
@@ -50,52 +49,14 @@ MODELS = {
 
 def load_csvs_into_aurora(stack: LocalStack, archive_path: Path) -> None:
     """TRUNCATE + COPY per table, each in one transaction (what replication applies atomically)."""
-    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
+    connection = stack.connect("source")
     try:
         with zipfile.ZipFile(archive_path) as archive:
             for table in TABLES:
-                columns = ", ".join(table.column_names)
                 with connection, connection.cursor() as cursor:
                     cursor.execute(f"truncate table {table.qualified_name}")
                     with archive.open(f"ml-latest-small/{table.csv_file}") as csv_file:
-                        cursor.copy_expert(
-                            f"copy {table.qualified_name} ({columns})"
-                            " from stdin with (format csv, header true, encoding 'UTF8')",
-                            csv_file,
-                        )
-    finally:
-        connection.close()
-
-
-def wait_for_replication(stack: LocalStack, timeout: float = 120) -> None:
-    replication = stack.replication()
-    check = replication.start_check()
-    deadline = time.monotonic() + timeout
-    while True:
-        status = replication.poll(check)
-        if status.caught_up:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"replication did not catch up in {timeout} s: {status}")
-        time.sleep(0.2)
-
-
-def warehouse_rows(stack: LocalStack, sql: str, params: tuple = ()) -> list[tuple]:
-    connection = stack.pg_connect(stack.warehouse_port, WAREHOUSE_DATABASE)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    finally:
-        connection.close()
-
-
-def aurora_execute(stack: LocalStack, statements: list[tuple[str, tuple]]) -> None:
-    connection = stack.pg_connect(stack.aurora_port, AURORA_DATABASE)
-    try:
-        with connection, connection.cursor() as cursor:
-            for sql, params in statements:
-                cursor.execute(sql, params)
+                        cursor.copy_expert(table.copy_from_stdin_statement(), csv_file)
     finally:
         connection.close()
 
@@ -129,7 +90,7 @@ def built(
     dbt_work_dir: Path,
 ) -> dict:
     load_csvs_into_aurora(local_stack, archive_path)
-    wait_for_replication(local_stack)
+    local_stack.wait_until_replicated(timeout=120)
     result, seconds = run_dbt(
         ["build", "--vars", json.dumps({"weighted_rating_min_ratings": MIN_RATINGS})],
         dbt_work_dir,
@@ -162,8 +123,8 @@ def test_build_runs_every_model_data_test_and_unit_test(built: dict, record_prop
 
 
 def test_every_model_lands_in_its_schema(built: dict, local_stack: LocalStack):
-    rows = warehouse_rows(
-        local_stack,
+    rows = local_stack.query(
+        "warehouse",
         "select table_schema, table_name from information_schema.tables"
         " where table_schema in ('staging', 'intermediate', 'analytics')",
     )
@@ -175,7 +136,7 @@ def test_every_model_lands_in_its_schema(built: dict, local_stack: LocalStack):
 
 def test_row_counts_match_the_csvs(built: dict, csv_rows: dict, local_stack: LocalStack):
     def count(relation: str) -> int:
-        return warehouse_rows(local_stack, f"select count(*) from {relation}")[0][0]
+        return local_stack.query("warehouse", f"select count(*) from {relation}")[0][0]
 
     for table in ("ratings", "tags", "movies", "links"):
         assert count(f"staging.stg_{table}") == len(csv_rows[table])
@@ -211,8 +172,8 @@ def test_five_most_rated_movies_and_the_global_mean(
         ("Silence of the Lambs, The (1991)", 279),
         ("Matrix, The (1999)", 278),
     ]
-    top5 = warehouse_rows(
-        local_stack,
+    top5 = local_stack.query(
+        "warehouse",
         "select raw_title, rating_count from analytics.analytics_movie_insights"
         " order by rating_count desc, movie_id limit 5",
     )
@@ -221,8 +182,8 @@ def test_five_most_rated_movies_and_the_global_mean(
     ratings = [Decimal(row["rating"]) for row in csv_rows["ratings"]]
     mean = sum(ratings) / len(ratings)
     assert round(mean, 4) == Decimal("3.5016")
-    ((overall,),) = warehouse_rows(
-        local_stack, "select distinct overall_avg_rating from analytics.analytics_top_movies"
+    ((overall,),) = local_stack.query(
+        "warehouse", "select distinct overall_avg_rating from analytics.analytics_top_movies"
     )
     assert abs(overall - mean) < Decimal("0.000001")
 
@@ -238,14 +199,12 @@ def test_ratings_per_genre(
             sums[genre] += Decimal(row["rating"])
     movies_per_genre = Counter(g for genres in movie_genres.values() for g in genres)
 
-    actual = {
-        genre: (movie_count, rating_count, avg_rating)
-        for genre, movie_count, rating_count, avg_rating in warehouse_rows(
-            local_stack,
-            "select genre, movie_count, rating_count, avg_rating"
-            " from analytics.analytics_genre_ratings",
-        )
-    }
+    rows = local_stack.query(
+        "warehouse",
+        "select genre, movie_count, rating_count, avg_rating"
+        " from analytics.analytics_genre_ratings",
+    )
+    actual = {genre: figures for genre, *figures in rows}
     assert set(actual) == set(movies_per_genre)
     assert len(actual) == 20
     for genre in ("Drama", "Comedy", "Action", "Film-Noir", "IMAX", NO_GENRES):
@@ -275,8 +234,8 @@ def test_top_movies_by_bayesian_weighted_rating(
     )
     titles = {int(row["movieId"]): row["title"] for row in csv_rows["movies"]}
 
-    rows = warehouse_rows(
-        local_stack,
+    rows = local_stack.query(
+        "warehouse",
         "select movie_id, weighted_avg_rating, weighted_rank, min_rating_count"
         " from analytics.analytics_top_movies order by weighted_rank",
     )
@@ -306,8 +265,8 @@ def test_favourite_genre_and_activity_span_of_every_user(
         )
         expected[int(user)] = (favourite, len(genres[favourite]), len(genres))
 
-    actual = warehouse_rows(
-        local_stack,
+    actual = local_stack.query(
+        "warehouse",
         "select user_id, favourite_genre, favourite_genre_rating_count, rated_genre_count,"
         " rating_span_days from analytics.analytics_user_engagement",
     )
@@ -344,37 +303,35 @@ def test_incremental_ratings_take_late_changed_and_deleted_rows(
     )
     late_epoch = min(int(row["timestamp"]) for row in csv_rows["ratings"]) - 86_400
     before = dict(
-        warehouse_rows(
-            local_stack,
+        local_stack.query(
+            "warehouse",
             "select movie_id, loaded_at from intermediate.int_ratings"
             " where user_id = 1 and movie_id in (1, 3, 6)",
         )
     )
-    aurora_execute(
-        local_stack,
-        [
-            (
-                "insert into movielens_database.ratings values (1, %s, 2.5, %s)",
-                (unrated, late_epoch),
-            ),
-            (
-                "update movielens_database.ratings set rating = 0.5"
-                " where user_id = 1 and movie_id = 1",
-                (),
-            ),
-            ("delete from movielens_database.ratings where user_id = 1 and movie_id = 3", ()),
-        ],
+    local_stack.query(
+        "source",
+        "insert into movielens_database.ratings values (1, %s, 2.5, %s)",
+        unrated,
+        late_epoch,
     )
-    wait_for_replication(local_stack)
+    local_stack.query(
+        "source",
+        "update movielens_database.ratings set rating = 0.5 where user_id = 1 and movie_id = 1",
+    )
+    local_stack.query(
+        "source", "delete from movielens_database.ratings where user_id = 1 and movie_id = 3"
+    )
+    local_stack.wait_until_replicated()
     run_dbt(["build", "--select", "int_ratings"], dbt_work_dir, dbt_env)
 
     after = {
         movie: (rating, epoch, loaded_at)
-        for movie, rating, epoch, loaded_at in warehouse_rows(
-            local_stack,
+        for movie, rating, epoch, loaded_at in local_stack.query(
+            "warehouse",
             "select movie_id, rating, rated_at_epoch, loaded_at from intermediate.int_ratings"
             " where user_id = 1 and movie_id in (1, 3, 6, %s)",
-            (unrated,),
+            unrated,
         )
     }
     assert after[unrated][:2] == (Decimal("2.5"), late_epoch)  # late-arriving, older than all
@@ -382,5 +339,5 @@ def test_incremental_ratings_take_late_changed_and_deleted_rows(
     assert 3 not in after  # gone from the source: deleted
     assert after[6][2] == before[6]  # untouched row: not rewritten
     assert after[1][2] > before[1]
-    ((count,),) = warehouse_rows(local_stack, "select count(*) from intermediate.int_ratings")
+    ((count,),) = local_stack.query("warehouse", "select count(*) from intermediate.int_ratings")
     assert count == len(csv_rows["ratings"])

@@ -1,10 +1,3 @@
-{{
-    config(
-        dist=('all' if target.type == 'redshift' else none),
-        sort=(['genre'] if target.type == 'redshift' else none),
-    )
-}}
-
 {#
     One row per genre (and one for `(no genres listed)`). A rating counts
     towards every genre of its movie, so rating_count summed over genres
@@ -72,11 +65,8 @@ genre_summary as (
         coalesce(genre_ratings.rating_count, 0) as rating_count,
         coalesce(genre_ratings.rater_count, 0) as rater_count,
         genre_ratings.avg_rating,
-        cast(
-            cast(coalesce(genre_ratings.rating_count, 0) as double precision)
-            / nullif(all_ratings.total_rating_count, 0)
-            as decimal(18, 6)
-        ) as share_of_ratings,
+        {{ share('coalesce(genre_ratings.rating_count, 0)', 'all_ratings.total_rating_count') }}
+            as share_of_ratings,
         genre_ratings.first_rated_at,
         genre_ratings.last_rated_at
 

@@ -1,10 +1,3 @@
-{{
-    config(
-        dist=('movie_id' if target.type == 'redshift' else none),
-        sort=(['movie_id'] if target.type == 'redshift' else none),
-    )
-}}
-
 {#
     One row per movie (all movies, rated or not). weighted_avg_rating is a
     Bayesian average that pulls movies with few ratings towards the mean of

@@ -1,10 +1,3 @@
-{{
-    config(
-        dist=('all' if target.type == 'redshift' else none),
-        sort=(['rated_quarter_start'] if target.type == 'redshift' else none),
-    )
-}}
-
 {#
     One row per calendar quarter with at least one rating: volume, raters,
     new raters (users whose first rating fell in the quarter), the mean

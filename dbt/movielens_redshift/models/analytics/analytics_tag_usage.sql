@@ -1,10 +1,3 @@
-{{
-    config(
-        dist=('all' if target.type == 'redshift' else none),
-        sort=(['tag_normalized'] if target.type == 'redshift' else none),
-    )
-}}
-
 {#
     One row per tag (trimmed, case-insensitive): how often and by how many
     users it was applied, to how many movies, when, the mean rating of the

@@ -1,10 +1,3 @@
-{{
-    config(
-        dist=('all' if target.type == 'redshift' else none),
-        sort=(['weighted_rank'] if target.type == 'redshift' else none),
-    )
-}}
-
 {#
     The best movies by Bayesian weighted rating (IMDb's formula):
     WR = (v * R + m * C) / (v + m), v = number of ratings, R = their mean,

@@ -1,10 +1,3 @@
-{{
-    config(
-        dist=('user_id' if target.type == 'redshift' else none),
-        sort=(['user_id'] if target.type == 'redshift' else none),
-    )
-}}
-
 {#
     One row per user. engagement_segment by number of ratings:
     power >= 500, heavy >= 150, regular >= 50, light below
@@ -87,11 +80,8 @@ user_engagement as (
         genre_preferences.favourite_genre,
         coalesce(genre_preferences.favourite_genre_rating_count, 0) as favourite_genre_rating_count,
         genre_preferences.favourite_genre_avg_rating,
-        cast(
-            cast(coalesce(genre_preferences.favourite_genre_rating_count, 0) as double precision)
-            / nullif(activity.rating_count, 0)
-            as decimal(18, 6)
-        ) as favourite_genre_share
+        {{ share('coalesce(genre_preferences.favourite_genre_rating_count, 0)', 'activity.rating_count') }}
+            as favourite_genre_share
 
     from activity
     left join genre_preferences

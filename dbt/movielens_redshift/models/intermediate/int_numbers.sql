@@ -1,7 +1,6 @@
 {{
     config(
         materialized='table',
-        dist=('all' if target.type == 'redshift' else none),
     )
 }}
 

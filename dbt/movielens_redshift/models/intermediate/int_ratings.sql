@@ -4,8 +4,6 @@
         unique_key=['user_id', 'movie_id'],
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        dist=('movie_id' if target.type == 'redshift' else none),
-        sort=(['rated_at'] if target.type == 'redshift' else none),
         post_hook="{{ delete_rows_missing_from_ratings_source() }}",
     )
 }}

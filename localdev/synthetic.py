@@ -1,6 +1,6 @@
 """MovieLens-shaped synthetic data at any scale, deterministic by seed, for benchmarks and tests.
 
-    python -m movielens_pipeline.synthetic OUT_DIR --ratings 1000000 [--seed 0]
+    python -m localdev.synthetic OUT_DIR --ratings 1000000 [--seed 0]
 
 Writes the four files the pipeline loads (``ratings.csv``, ``tags.csv``, ``movies.csv``,
 ``links.csv``) with the MovieLens headers, quoting and shapes: ratings sorted by user then

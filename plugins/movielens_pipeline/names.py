@@ -1,0 +1,21 @@
+"""The names every hop agrees on, declared once (the README's glossary explains them).
+
+- source: Aurora PostgreSQL, database ``transactional``, where the application writes.
+- replica: the tables zero-ETL replicates; on Redshift the read-only database
+  ``movielens_raw``, locally the same schema inside the warehouse database.
+- warehouse: the Redshift cluster or workgroup (locally a second PostgreSQL server).
+- analytics: the ``analytics_movie_insights`` database that dbt builds.
+"""
+
+AWS_CONN_ID = "aws_default"
+SOURCE_CONN_ID = "movielens_aurora"
+WAREHOUSE_CONN_ID = "movielens_redshift"
+
+SOURCE_DATABASE = "transactional"
+SOURCE_SCHEMA = "movielens_database"
+REPLICA_DATABASE = "movielens_raw"
+ANALYTICS_DATABASE = "analytics_movie_insights"
+ANALYTICS_SCHEMA = "analytics"
+
+DEFAULT_RAW_BUCKET = "data-handson-mds-raw-dev"
+DEFAULT_REGION = "us-east-1"

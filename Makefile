@@ -39,6 +39,11 @@ $(VENV)/airflow3/.installed: requirements/airflow3.txt | check-python
 	$(VENV)/airflow3/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+$(VENV)/airflow306/.installed: requirements/airflow306.txt | check-python
+	rm -rf $(VENV)/airflow306 && $(PYTHON) -m venv $(VENV)/airflow306
+	$(VENV)/airflow306/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 $(VENV)/sqlfluff/.installed: requirements/sqlfluff.txt | check-python
 	rm -rf $(VENV)/sqlfluff && $(PYTHON) -m venv $(VENV)/sqlfluff
 	$(VENV)/sqlfluff/bin/pip install $(PIP_QUIET) -r $<
@@ -52,7 +57,7 @@ $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 .PHONY: venvs cfn-tools airflow3 sqlfluff-tools
 venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## Build the Airflow, dbt and local-stack environments
 cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
-airflow3: $(VENV)/airflow3/.installed ## Build the Airflow 3 environment the compatibility tests use
+airflow3: $(VENV)/airflow3/.installed $(VENV)/airflow306/.installed ## Build the Airflow 3 environments: 3.0.6 (MWAA's) and the latest 3.x
 sqlfluff-tools: $(VENV)/sqlfluff/.installed ## Build the sqlfluff environment (lints the dbt SQL)
 
 .PHONY: dbt-manifest
@@ -112,6 +117,10 @@ lock: | check-python ## Regenerate the locks in requirements/ from their .in fil
 	$(VENV)/lock/bin/pip install $(PIP_QUIET) -r requirements/local-stack.in
 	{ sed -n 1p requirements/local-stack.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/local-stack.txt.new
 	mv requirements/local-stack.txt.new requirements/local-stack.txt
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/pip install $(PIP_QUIET) -r requirements/airflow306.in -c requirements/mwaa/mwaa-constraints-3.0.6-py3.12.txt
+	{ sed -n 1,2p requirements/airflow306.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/airflow306.txt.new
+	mv requirements/airflow306.txt.new requirements/airflow306.txt
 	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
 	$(VENV)/lock/bin/pip install $(PIP_QUIET) $$(sed -n 's/^DBT_PACKAGES="\(.*\)"/\1/p' startup.sh)
 	{ sed -n 1,2p requirements/dbt-venv.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/dbt-venv.txt.new

@@ -12,6 +12,7 @@ from movielens_pipeline import pipeline
 from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, cron_or_datasets_schedule, dag, task
 from movielens_pipeline.dbt_config import movielens_dbt_task_group
+from movielens_pipeline.names import AWS_CONN_ID
 from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
 from movielens_pipeline.settings import load_settings
@@ -56,6 +57,8 @@ def dag_dbt_movielens_zeroetl_cosmos() -> None:
         task_id="wait_for_zero_etl_catch_up",
         replication=RUNTIME.replication,
         check=bootstrap["check"],
+        aws_conn_id=AWS_CONN_ID,
+        region_name=RUNTIME.settings.region,
         poke_interval=RUNTIME.settings.sync_poke_seconds,
         timeout=RUNTIME.settings.sync_timeout_seconds,
         retries=0,

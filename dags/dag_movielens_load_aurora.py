@@ -10,12 +10,15 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from movielens_pipeline import pipeline
+from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
+
 from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
-from movielens_pipeline.compat import chain, dag, get_current_context, task
+from movielens_pipeline.compat import chain, dag, task
+from movielens_pipeline.names import SOURCE_CONN_ID
+from movielens_pipeline.operators import MovieLensToS3Operator, S3ToAuroraTableOperator
 from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.settings import load_settings
-from movielens_pipeline.tables import TABLES
+from movielens_pipeline.tables import TABLES, schema_statements
 
 RUNTIME = runtime_for(load_settings())
 
@@ -31,29 +34,25 @@ RUNTIME = runtime_for(load_settings())
     doc_md=__doc__,
 )
 def dag_movielens_load_aurora() -> None:
-    @task
-    def stage_dataset_in_s3() -> dict:
-        """Fetch and MD5-verify the archive, check the CSV headers, upload the changed CSVs.
-
-        A CSV whose SHA-256 matches the object's ``sha256`` metadata is skipped (logged).
-        """
-        return pipeline.stage_dataset_in_s3(RUNTIME)
-
-    @task
-    def create_aurora_tables() -> None:
-        """Schema and tables with primary keys, before any data (zero-ETL needs the keys)."""
-        pipeline.create_source_tables(RUNTIME)
-
-    @task(map_index_template="{{ table_name }}")
-    def load_aurora_table(staged: dict, table_name: str) -> int:
-        """TRUNCATE + import from S3 in one transaction: replication applies it atomically.
-
-        Mapped once per table, each with its own connection: the four run in parallel
-        under MWAA's executor (benchmarks/ingestion.py measures concurrent against sequential).
-        """
-        get_current_context()["table_name"] = table_name
-        key = staged["objects"][table_name]["key"]
-        return pipeline.load_source_table(RUNTIME, table_name, staged["bucket"], key)
+    staged = MovieLensToS3Operator(
+        task_id="stage_dataset_in_s3", runtime=RUNTIME, bucket=RUNTIME.settings.raw_bucket
+    )
+    # Schema and tables with primary keys before any data: zero-ETL replicates only those.
+    create_tables = SQLExecuteQueryOperator(
+        task_id="create_aurora_tables",
+        conn_id=SOURCE_CONN_ID,
+        sql=RUNTIME.source_setup_statements() + schema_statements(),
+        autocommit=True,
+        do_xcom_push=False,
+    )
+    # One load per table, each with its own connection: the four run in parallel under
+    # MWAA's executor (benchmarks/ingestion.py measures concurrent against sequential).
+    loads = S3ToAuroraTableOperator.partial(
+        task_id="load_aurora_table",
+        runtime=RUNTIME,
+        staged=staged.output,
+        map_index_template="{{ task.table_name }}",
+    ).expand(table_name=[table.name for table in TABLES])
 
     @task(outlets=SOURCE_TABLE_DATASETS)
     def publish_aurora_tables(
@@ -70,12 +69,8 @@ def dag_movielens_load_aurora() -> None:
             outlet_events[dataset].extra = {"loaded_at": loaded_at, "rows": rows[table.name]}
         return rows
 
-    staged = stage_dataset_in_s3()
-    loads = load_aurora_table.partial(staged=staged).expand(
-        table_name=[table.name for table in TABLES]
-    )
-    chain(staged, create_aurora_tables(), loads)
-    publish_aurora_tables(loads)
+    chain(staged, create_tables, loads)
+    publish_aurora_tables(loads.output)
 
 
 dag_movielens_load_aurora()

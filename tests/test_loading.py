@@ -132,14 +132,20 @@ def test_missing_object_is_named_and_changes_nothing(aurora, s3_hook, local_stac
 
 
 def test_unreachable_database_names_the_connection(monkeypatch, tmp_path):
-    from movielens_pipeline import pipeline
     from movielens_pipeline.connections import DatabaseUnreachable
+    from movielens_pipeline.operators import S3ToAuroraTableOperator
     from movielens_pipeline.runtime import runtime_for
     from movielens_pipeline.settings import load_settings
 
     monkeypatch.setenv("AIRFLOW_CONN_MOVIELENS_AURORA", "postgres://u:p@127.0.0.1:1/transactional")
+    load = S3ToAuroraTableOperator(
+        task_id="load",
+        runtime=runtime_for(load_settings()),
+        staged={"bucket": "bucket", "objects": {"ratings": {"key": "key"}}},
+        table_name="ratings",
+    )
     with pytest.raises(DatabaseUnreachable) as error:
-        pipeline.load_source_table(runtime_for(load_settings()), "ratings", "bucket", "key")
+        load.execute({})
     assert "127.0.0.1:1 through Airflow connection 'movielens_aurora'" in str(error.value)
 
 

@@ -47,10 +47,12 @@ class FakeRedshift:
         table_states: dict | None = None,
         databases=(),
         row_counts: dict | None = None,
+        bound_to: str = INTEGRATION_ID,
     ):
         self.superuser = superuser
         self.table_states = table_states or {}
         self.databases = set(databases)
+        self.bound_to = bound_to  # the integration SVV_INTEGRATION names for each database
         self.row_counts = row_counts or {}
         self.statements: list[tuple[str, tuple | None]] = []
         self.autocommit = False
@@ -70,6 +72,8 @@ class FakeRedshift:
             ]
         elif "from pg_database" in sql:
             self._rows = [(1,)] if parameters[0] in self.databases else []
+        elif "from svv_integration where target_database" in sql:
+            self._rows = [(f"{self.bound_to:<40}",)] if parameters[0] in self.databases else []
         elif sql.startswith("select count(*) from "):
             self._rows = [(self.row_counts[sql.rsplit(".", 1)[1]],)]
         else:
@@ -230,6 +234,45 @@ def test_bootstrap_creates_the_integration_database_once(rds):
     existing = FakeRedshift(databases={"movielens_raw"})
     assert watcher(client, existing).bootstrap() == []
     assert not any("create database" in sql for sql, _ in existing.statements)
+
+
+def test_bootstrap_creates_the_source_tables_with_their_keys_first(rds):
+    client, _ = rds
+    aurora = FakeRedshift()
+    zero_etl = AuroraZeroEtlIntegration(
+        rds_client=lambda: client,
+        source=lambda: aurora,
+        warehouse=FakeRedshift,
+        integration_arn=INTEGRATION_ARN,
+    )
+    zero_etl.bootstrap()
+    created = [sql for sql, _ in aurora.statements]
+    assert created[0] == "create schema if not exists movielens_database"
+    assert len(created) == 5 and all("primary key (" in sql for sql in created[1:])
+
+
+def test_replica_database_of_an_earlier_integration_fails_at_once_with_the_fix(rds):
+    client, _ = rds
+    earlier = "0f1e2d3c-aaaa-bbbb-cccc-000000000001"
+    leftover = FakeRedshift(databases={"movielens_raw"}, bound_to=earlier)
+
+    with pytest.raises(ReplicationFailed) as error:
+        watcher(client, leftover).bootstrap()
+
+    message = str(error.value)
+    assert f"bound to {earlier}" in message and f"not to {INTEGRATION_ID}" in message
+    assert (
+        "drop database movielens_raw; create database movielens_raw from integration "
+        f"'{INTEGRATION_ID}' database 'transactional'"
+    ) in message
+    assert not any("create database" in sql for sql, _ in leftover.statements)
+
+
+def test_replica_database_check_needs_a_superuser(rds):
+    client, _ = rds
+    existing = FakeRedshift(databases={"movielens_raw"}, superuser=False)
+    with pytest.raises(ReplicationFailed, match="not a superuser.*SVV_INTEGRATION shows"):
+        watcher(client, existing).bootstrap()
 
 
 def test_missing_integration_arn_is_a_clear_error():

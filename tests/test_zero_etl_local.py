@@ -9,11 +9,13 @@ import pytest
 
 from localdev.stack import LocalStack
 from movielens_pipeline.compat import TRIGGERING_EVENTS
+from movielens_pipeline.db import autocommit, count_rows
 from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, ReplicationFailed
 
 CDC_MOVIE_ID = 990_001
 CONFLICT_MOVIE_ID = 990_002
 RELOAD_MOVIE_ID = 990_003
+SENSOR_MOVIE_ID = 990_004
 
 
 def test_bootstrap_twice_does_nothing_the_second_time(local_stack: LocalStack):
@@ -124,6 +126,13 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
 
     for name, uri in local_stack.connection_uris().items():
         monkeypatch.setenv(name, uri)
+    # A row to replicate: with empty source tables the bootstrap fails fast (tested below).
+    local_stack.query(
+        "source",
+        "insert into movielens_database.movies values (%s, 'Sensor test (2026)', 'Drama')"
+        " on conflict do nothing",
+        SENSOR_MOVIE_ID,
+    )
     runtime = runtime_for(load_settings())
     bootstrapped = bootstrap_replication(runtime)
     assert bootstrapped["actions"] == []
@@ -131,7 +140,12 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
     check = bootstrapped["check"]
     load_event = SimpleNamespace(extra={"loaded_at": check["started_at"] - 5})
     sensor = ZeroEtlCatchUpSensor(
-        task_id="wait", replication=runtime.replication, check=check, poke_interval=0.1
+        task_id="wait",
+        replication=runtime.replication,
+        check=check,
+        poke_interval=0.1,
+        aws_conn_id="aws_default",
+        region_name="us-east-1",
     )
     context = {TRIGGERING_EVENTS: {"postgres://x": [load_event]}}
     deadline = time.monotonic() + 30
@@ -144,6 +158,35 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
     assert result.xcom_value["since_load_seconds"] >= lag + 5
     assert sensor.mode == "poke"
     patient = ZeroEtlCatchUpSensor(
-        task_id="patient", replication=runtime.replication, check=check, poke_interval=60
+        task_id="patient",
+        replication=runtime.replication,
+        check=check,
+        poke_interval=60,
+        aws_conn_id="aws_default",
+        region_name="us-east-1",
     )
     assert patient.mode == "reschedule"
+    local_stack.query(
+        "source", "delete from movielens_database.movies where movie_id = %s", SENSOR_MOVIE_ID
+    )
+    local_stack.wait_until_replicated()
+
+
+def test_empty_source_fails_at_once_saying_load_first(local_stack, monkeypatch):
+    """A transform before any load: bootstrap creates the source tables, then fails fast."""
+    from movielens_pipeline.pipeline import NothingToReplicate, bootstrap_replication
+    from movielens_pipeline.runtime import runtime_for
+    from movielens_pipeline.settings import load_settings
+
+    local_stack.query("source", "create database never_loaded")
+    for name, uri in local_stack.connection_uris().items():
+        monkeypatch.setenv(name, uri.replace("/transactional", "/never_loaded"))
+    try:
+        with pytest.raises(NothingToReplicate, match=r"hold no rows: load them first"):
+            bootstrap_replication(runtime_for(load_settings()))
+        with autocommit(local_stack.connect("source", "never_loaded")) as never_loaded:
+            assert count_rows(never_loaded, "movielens_database") == dict.fromkeys(
+                ("ratings", "tags", "movies", "links"), 0
+            )
+    finally:
+        local_stack.query("source", "drop database never_loaded")

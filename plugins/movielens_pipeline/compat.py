@@ -7,6 +7,7 @@ try:  # Airflow 3: the task SDK
     from airflow.sdk import AssetOrTimeSchedule as _DatasetOrTimeSchedule
     from airflow.sdk import (
         BaseHook,
+        BaseOperator,
         BaseSensorOperator,
         Connection,
         CronTriggerTimetable,
@@ -26,7 +27,7 @@ except ImportError:  # Airflow 2.10
     from airflow.decorators import dag, task
     from airflow.exceptions import AirflowFailException
     from airflow.hooks.base import BaseHook
-    from airflow.models.baseoperator import chain
+    from airflow.models.baseoperator import BaseOperator, chain
     from airflow.models.connection import Connection
     from airflow.operators.python import get_current_context
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue

@@ -1,18 +1,15 @@
-"""The DAGs' task bodies, each given the Runtime that the settings chose."""
+"""The transform DAG's task bodies, each given the Runtime that the settings chose."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-from movielens_pipeline import dataset, loading
+from movielens_pipeline.compat import AirflowFailException
 from movielens_pipeline.connections import source_connection, warehouse_connection
-from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
-from movielens_pipeline.names import AWS_CONN_ID, SOURCE_SCHEMA
+from movielens_pipeline.db import autocommit, count_rows, fetch_all
+from movielens_pipeline.names import SOURCE_DATABASE, SOURCE_SCHEMA
 from movielens_pipeline.runtime import Runtime
-from movielens_pipeline.tables import TABLES_BY_NAME, schema_statements
 
 log = logging.getLogger(__name__)
 
@@ -20,47 +17,30 @@ log = logging.getLogger(__name__)
 SUMMARY_MODELS = ("analytics_movie_insights", "analytics_user_engagement")
 
 
+class NothingToReplicate(AirflowFailException):
+    """The source tables are empty: nothing to replicate or transform."""
+
+
 class ReconciliationError(RuntimeError):
     """The source and the replica disagree on how many rows a table holds."""
 
 
-# --- dag_movielens_load_aurora ---------------------------------------------------------
-
-
-def stage_dataset_in_s3(runtime: Runtime) -> dict[str, Any]:
-    settings = runtime.settings
-    source = dataset.fetch_dataset(settings.dataset, settings.archive, settings.cache_dir)
-    csv_rows = dataset.csv_row_counts(source)
-    log.info("%s verified: %s", source.path, csv_rows)
-    objects = loading.upload_csvs(S3Hook(aws_conn_id=AWS_CONN_ID), source, settings.raw_bucket)
-    skipped = [table for table, info in objects.items() if not info["uploaded"]]
-    if skipped:
-        log.info("Unchanged since the last upload (same sha256), not uploaded: %s", skipped)
-    return {"bucket": settings.raw_bucket, "objects": objects, "csv_rows": csv_rows}
-
-
-def create_source_tables(runtime: Runtime) -> None:
-    with autocommit(source_connection()) as source:
-        for statement in runtime.source_setup_statements() + schema_statements():
-            execute(source, statement)
-
-
-def load_source_table(runtime: Runtime, table_name: str, bucket: str, key: str) -> int:
-    importer = runtime.table_import()
-    connection = source_connection()
-    try:
-        return loading.load_table(connection, TABLES_BY_NAME[table_name], importer, bucket, key)
-    finally:
-        connection.close()
-
-
-# --- dag_dbt_movielens_zeroetl_cosmos --------------------------------------------------
-
-
 def bootstrap_replication(runtime: Runtime) -> dict[str, Any]:
-    """``actions`` taken, and the ``check`` (source position) the sensor waits for."""
+    """``actions`` taken, and the ``check`` (source position) the sensor waits for.
+
+    Fails at once when the source tables are empty: there is nothing to replicate, and
+    waiting for it would take the sensor's whole timeout.
+    """
     replication = runtime.replication()
     actions = replication.bootstrap()
+    with autocommit(source_connection()) as source:
+        source_rows = count_rows(source, SOURCE_SCHEMA)
+    if not any(source_rows.values()):
+        raise NothingToReplicate(
+            f"The source tables {SOURCE_DATABASE}.{SOURCE_SCHEMA}.{{{', '.join(source_rows)}}} "
+            "exist but hold no rows: load them first (trigger dag_movielens_load_aurora), "
+            "or let the application write them, then rerun this DAG."
+        )
     return {"actions": actions, "check": replication.start_check()}
 
 

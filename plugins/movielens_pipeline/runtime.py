@@ -7,6 +7,7 @@ imported where they are used, so that parsing the load DAG does not pay for them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -51,8 +52,9 @@ class Runtime(Protocol):
     def table_import(self) -> TableImport:
         """How an S3 object gets into a source table."""
 
-    def replication(self) -> Replication:
-        """The zero-ETL integration or its stand-in."""
+    def replication(self, rds_client: Callable[[], Any] | None = None) -> Replication:
+        """The zero-ETL integration (its RDS client from ``rds_client`` when given, e.g. a
+        sensor's hook), or its stand-in."""
 
     def ensure_analytics_database(self) -> str:
         """Create where dbt writes, idempotently; say what was done."""
@@ -79,12 +81,13 @@ class AwsRuntime:
     def table_import(self) -> TableImport:
         return AuroraS3Import(self.settings.region)
 
-    def replication(self) -> Replication:
+    def replication(self, rds_client: Callable[[], Any] | None = None) -> Replication:
         from airflow.providers.amazon.aws.hooks.rds import RdsHook
 
         region = self.settings.region
         return AuroraZeroEtlIntegration(
-            rds_client=lambda: RdsHook(aws_conn_id=AWS_CONN_ID, region_name=region).conn,
+            rds_client=rds_client
+            or (lambda: RdsHook(aws_conn_id=AWS_CONN_ID, region_name=region).conn),
             source=source_connection,
             warehouse=warehouse_connection,
             integration_arn=self.settings.integration_arn,
@@ -130,7 +133,8 @@ class LocalRuntime:
 
         return StreamedCopyImport(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn())
 
-    def replication(self) -> Replication:
+    def replication(self, rds_client: Callable[[], Any] | None = None) -> Replication:
+        """The stand-in (there is no RDS API locally: ``rds_client`` is not used)."""
         return LocalLogicalReplication(
             source=source_connection,
             warehouse=warehouse_connection,

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
-from movielens_pipeline.compat import (
-    TRIGGERING_EVENTS,
-    AirflowFailException,
-    BaseSensorOperator,
-    PokeReturnValue,
-)
-from movielens_pipeline.zero_etl import Replication, ReplicationFailed
+from airflow.providers.amazon.aws.hooks.rds import RdsHook
+from airflow.providers.amazon.aws.sensors.rds import RdsBaseSensor
+
+from movielens_pipeline.compat import TRIGGERING_EVENTS, PokeReturnValue
+from movielens_pipeline.zero_etl import Replication
 
 # Below this interval a worker slot is cheaper than rescheduling (Airflow's own advice).
 RESCHEDULE_FROM_SECONDS = 60
 
 
-class ZeroEtlCatchUpSensor(BaseSensorOperator):
+class ZeroEtlCatchUpSensor(RdsBaseSensor):
     """Wait until the replica reflects ``check``, the source position an upstream task read.
 
-    ``check`` is templated: pass the bootstrap task's output (``replication.start_check()``).
-    Keeping the position upstream lets the sensor run in reschedule mode, since a
-    rescheduled task's own XComs are cleared. Fails at once, without retries, when
-    replication is broken (failed integration, a table that cannot sync, apply errors, a
-    disabled subscription). Its XCom holds the replication lag of this run, and, when a
-    load triggered the run, the seconds since that load committed.
+    On AWS: RDS ``DescribeIntegrations`` through this sensor's ``RdsHook``, then the table
+    states and row counts on Redshift; locally: the logical-replication catalog (the RDS
+    hook is not used there). ``check`` is templated: pass the bootstrap task's output
+    (``replication.start_check()``). Keeping the position upstream lets the sensor run in
+    reschedule mode, since a rescheduled task's own XComs are cleared. Fails at once,
+    without retries, when replication is broken (failed integration, a table that cannot
+    sync, apply errors, a disabled subscription). Its XCom holds the replication lag of this
+    run, and, when a load triggered the run, the seconds since that load committed.
     """
 
     template_fields = ("check",)
@@ -34,21 +35,27 @@ class ZeroEtlCatchUpSensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        replication: Callable[[], Replication],
+        replication: Callable[..., Replication],
         check: Any,
         poke_interval: float,
+        aws_conn_id: str,
+        region_name: str,
         **kwargs: Any,
     ) -> None:
         mode = "reschedule" if poke_interval >= RESCHEDULE_FROM_SECONDS else "poke"
-        super().__init__(poke_interval=poke_interval, mode=mode, **kwargs)
+        super().__init__(aws_conn_id=aws_conn_id, poke_interval=poke_interval, mode=mode, **kwargs)
+        # Set here, not passed up: the Amazon provider's sensor base takes the region in a
+        # different argument in each major version.
+        self.region_name = region_name
         self.replication = replication
         self.check = check
 
+    @cached_property
+    def hook(self) -> RdsHook:
+        return RdsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+
     def poke(self, context: Any) -> PokeReturnValue:
-        try:
-            status = self.replication().poll(self.check)
-        except ReplicationFailed as error:
-            raise AirflowFailException(str(error)) from error
+        status = self.replication(rds_client=lambda: self.hook.conn).poll(self.check)
         self.log.info("Zero-ETL: %s", status.detail)
         if not status.caught_up:
             return PokeReturnValue(is_done=False)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from movielens_pipeline.compat import AirflowFailException
 from movielens_pipeline.db import autocommit, count_rows, execute, fetch_all
 from movielens_pipeline.names import (
     REPLICA_DATABASE,
@@ -50,8 +51,9 @@ INTEGRATION_FAILED_STATES = {"failed", "needs_attention", "deleting"}
 TABLE_FAILED_STATES = {"Failed", "ResyncRequired", "DroppedSource", "Deleted"}
 
 
-class ReplicationFailed(RuntimeError):
-    """Replication is broken and will not catch up by waiting; the message says why."""
+class ReplicationFailed(AirflowFailException):
+    """Replication is broken and will not catch up by waiting (nor by a retry); the message
+    says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class Replication(Protocol):
     replica_qualifier: str  # ``schema`` or ``database.schema`` of the replicated tables
 
     def bootstrap(self) -> list[str]:
-        """Create whatever the replica needs, idempotently; return what was done."""
+        """Create the source tables and whatever the replica needs, idempotently; return
+        what was done."""
 
     def start_check(self) -> dict[str, Any]:
         """Read the source position (and baselines) that the replica must reach, and when."""
@@ -262,18 +265,41 @@ class AuroraZeroEtlIntegration:
         return self.integration_arn.rsplit(":", 1)[-1]
 
     def bootstrap(self) -> list[str]:
+        # Tables with their keys before any data: the integration replicates them from the start.
+        with autocommit(self._source()) as source:
+            for statement in schema_statements():
+                execute(source, statement)
+        # Redshift takes no bind parameters in CREATE DATABASE; the id is validated here.
+        create = (
+            f"create database {REPLICA_DATABASE} from integration "
+            f"'{_quote_free(self.integration_id)}' database '{SOURCE_DATABASE}'"
+        )
         with autocommit(self._warehouse()) as warehouse:
-            if fetch_all(
+            if not fetch_all(
                 warehouse, "select 1 from pg_database where datname = %s", (REPLICA_DATABASE,)
             ):
-                return []
-            # Redshift takes no bind parameters in CREATE DATABASE; the id is validated here.
-            execute(
-                warehouse,
-                f"create database {REPLICA_DATABASE} from integration "
-                f"'{_quote_free(self.integration_id)}' database '{SOURCE_DATABASE}'",
+                execute(warehouse, create)
+                return [
+                    f"created database {REPLICA_DATABASE} from integration {self.integration_id}"
+                ]
+            _require_superuser(warehouse, "SVV_INTEGRATION")
+            bound = [
+                row[0].strip()
+                for row in fetch_all(
+                    warehouse,
+                    "select integration_id from svv_integration where target_database = %s",
+                    (REPLICA_DATABASE,),
+                )
+            ]
+        if self.integration_id not in bound:
+            raise ReplicationFailed(
+                f"Redshift database {REPLICA_DATABASE} exists but is bound to "
+                f"{', '.join(bound) or 'no integration'} in SVV_INTEGRATION, not to "
+                f"{self.integration_id}, so nothing from this integration will arrive in it. "
+                f"Run on the warehouse: `drop database {REPLICA_DATABASE}; {create}`, "
+                "then rerun this DAG."
             )
-        return [f"created database {REPLICA_DATABASE} from integration {self.integration_id}"]
+        return []
 
     def start_check(self) -> dict[str, Any]:
         return {"started_at": time.time()}
@@ -324,15 +350,7 @@ class AuroraZeroEtlIntegration:
 
     def table_states(self) -> dict[str, tuple[str, str]]:
         with autocommit(self._warehouse()) as warehouse:
-            (is_superuser,) = fetch_all(
-                warehouse, "select usesuper from pg_user where usename = current_user"
-            )[0]
-            if not is_superuser:
-                raise ReplicationFailed(
-                    f"The Redshift user of connection {WAREHOUSE_CONN_ID} is not a superuser, "
-                    "and SVV_INTEGRATION_TABLE_STATE shows rows to superusers only: use a "
-                    "superuser for this connection, or table states cannot be checked."
-                )
+            _require_superuser(warehouse, "SVV_INTEGRATION_TABLE_STATE")
             rows = fetch_all(
                 warehouse,
                 "select table_name, table_state, trim(reason) from svv_integration_table_state"
@@ -344,6 +362,18 @@ class AuroraZeroEtlIntegration:
     def replica_counts(self) -> dict[str, int]:
         with autocommit(self._warehouse()) as warehouse:
             return count_rows(warehouse, self.replica_qualifier)
+
+
+def _require_superuser(warehouse: Any, view: str) -> None:
+    (is_superuser,) = fetch_all(
+        warehouse, "select usesuper from pg_user where usename = current_user"
+    )[0]
+    if not is_superuser:
+        raise ReplicationFailed(
+            f"The Redshift user of connection {WAREHOUSE_CONN_ID} is not a superuser, and "
+            f"{view} shows rows to superusers only: use a superuser for this connection, or "
+            "the integration cannot be checked."
+        )
 
 
 def _quote_free(value: str) -> str:

@@ -41,6 +41,18 @@ def test_dags_import_under_airflow_3(
         "PYTHONPATH": str(REPO_ROOT / "plugins"),
     }
     report = dagbag_report(airflow3_bin(version, "python"), REPO_ROOT / "dags", env)
+    compat = subprocess.run(
+        [
+            str(airflow3_bin(version, "python")),
+            "-c",
+            "from movielens_pipeline.compat import AIRFLOW_3, TRIGGERING_EVENTS as EVENTS;"
+            "print(AIRFLOW_3, EVENTS)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert compat.stdout.split() == ["True", "triggering_asset_events"], compat.stderr[-2000:]
     if version == "latest":
         assert report["version"].startswith("3.")
     else:

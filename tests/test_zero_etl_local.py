@@ -126,7 +126,7 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
 
     for name, uri in local_stack.connection_uris().items():
         monkeypatch.setenv(name, uri)
-    # A row to replicate: with empty source tables the bootstrap fails fast (tested below).
+    # A row to replicate: with empty source tables the bootstrap skips the run (tested below).
     local_stack.query(
         "source",
         "insert into movielens_database.movies values (%s, 'Sensor test (2026)', 'Drama')"
@@ -172,8 +172,8 @@ def test_sensor_reports_the_lag_of_the_check_and_since_the_load(local_stack, mon
     local_stack.wait_until_replicated()
 
 
-def test_empty_source_fails_at_once_saying_load_first(local_stack, monkeypatch):
-    """A transform before any load: bootstrap creates the source tables, then fails fast."""
+def test_empty_source_skips_the_run_at_once_saying_load_first(local_stack, monkeypatch):
+    """A transform before any load: bootstrap creates the source tables, then skips."""
     from movielens_pipeline.pipeline import NothingToReplicate, bootstrap_replication
     from movielens_pipeline.runtime import runtime_for
     from movielens_pipeline.settings import load_settings
@@ -182,7 +182,9 @@ def test_empty_source_fails_at_once_saying_load_first(local_stack, monkeypatch):
     for name, uri in local_stack.connection_uris().items():
         monkeypatch.setenv(name, uri.replace("/transactional", "/never_loaded"))
     try:
-        with pytest.raises(NothingToReplicate, match=r"hold no rows: load them first"):
+        with pytest.raises(
+            NothingToReplicate, match=r"hold no rows, so this run is skipped: load them first"
+        ):
             bootstrap_replication(runtime_for(load_settings()))
         with autocommit(local_stack.connect("source", "never_loaded")) as never_loaded:
             assert count_rows(never_loaded, "movielens_database") == dict.fromkeys(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from movielens_pipeline.compat import AirflowFailException
+from movielens_pipeline.compat import AirflowSkipException
 from movielens_pipeline.connections import source_connection, warehouse_connection
 from movielens_pipeline.db import autocommit, count_rows, fetch_all
 from movielens_pipeline.names import SOURCE_DATABASE, SOURCE_SCHEMA
@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 SUMMARY_MODELS = ("analytics_movie_insights", "analytics_user_engagement")
 
 
-class NothingToReplicate(AirflowFailException):
-    """The source tables are empty: nothing to replicate or transform."""
+class NothingToReplicate(AirflowSkipException):
+    """The source tables are empty: nothing to replicate or transform; the run is skipped."""
 
 
 class ReconciliationError(RuntimeError):
@@ -28,8 +28,9 @@ class ReconciliationError(RuntimeError):
 def bootstrap_replication(runtime: Runtime) -> dict[str, Any]:
     """``actions`` taken, and the ``check`` (source position) the sensor waits for.
 
-    Fails at once when the source tables are empty: there is nothing to replicate, and
-    waiting for it would take the sensor's whole timeout.
+    Skips the run at once when the source tables are empty (e.g. the daily schedule before
+    the first load): there is nothing to replicate, and waiting would take the sensor's
+    whole timeout.
     """
     replication = runtime.replication()
     actions = replication.bootstrap()
@@ -38,8 +39,9 @@ def bootstrap_replication(runtime: Runtime) -> dict[str, Any]:
     if not any(source_rows.values()):
         raise NothingToReplicate(
             f"The source tables {SOURCE_DATABASE}.{SOURCE_SCHEMA}.{{{', '.join(source_rows)}}} "
-            "exist but hold no rows: load them first (trigger dag_movielens_load_aurora), "
-            "or let the application write them, then rerun this DAG."
+            "exist but hold no rows, so this run is skipped: load them first (trigger "
+            "dag_movielens_load_aurora, whose Datasets then start this DAG), or let the "
+            "application write them."
         )
     return {"actions": actions, "check": replication.start_check()}
 

@@ -97,15 +97,12 @@ def cfn_tool(cfn_tools_bin: Path) -> Callable[[str], Path]:
     return lambda name: require_tool(cfn_tools_bin, name)
 
 
-@pytest.fixture(scope="module")
-def checkov_report(cfn_tool: Callable[[str], Path]) -> dict[str, Any]:
-    """Run checkov once per module (it takes ~10 s) and return its JSON report."""
-    checkov = cfn_tool("checkov")
+def run_checkov(checkov: Path, directory: Path) -> dict[str, Any]:
     proc = subprocess.run(
         [
             str(checkov),
             "-d",
-            str(CFN_DIR),
+            str(directory),
             "--framework",
             "cloudformation",
             "--output",
@@ -124,3 +121,37 @@ def checkov_report(cfn_tool: Callable[[str], Path]) -> dict[str, Any]:
     if isinstance(report, list):  # one entry per framework
         (report,) = (r for r in report if r.get("check_type") == "cloudformation")
     return report
+
+
+@pytest.fixture(scope="module")
+def checkov_report(cfn_tool: Callable[[str], Path]) -> dict[str, Any]:
+    """Run checkov once per module (it takes ~10 s) and return its JSON report."""
+    return run_checkov(cfn_tool("checkov"), CFN_DIR)
+
+
+# checkov evaluates Conditions with the parameter defaults and drops resources whose condition
+# is false; this copy flips the defaults so that the other resources are scanned too.
+NON_DEFAULT_VARIANT = {
+    "warehouse_integration": ("    Default: serverless\n", "    Default: provisioned\n"),
+    "operations": ("    Default: serverless\n", "    Default: provisioned\n"),
+    "network": (
+        '  CreateInterfaceEndpoints:\n    Type: String\n    Default: "false"\n',
+        '  CreateInterfaceEndpoints:\n    Type: String\n    Default: "true"\n',
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def checkov_variant_report(
+    cfn_tool: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """checkov over a copy of cloudformation/ with the non-default conditions as defaults."""
+    variant = tmp_path_factory.mktemp("cfn-variant")
+    for name in TEMPLATE_NAMES:
+        text = (CFN_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+        if name in NON_DEFAULT_VARIANT:
+            old, new = NON_DEFAULT_VARIANT[name]
+            assert text.count(old) == 1, f"{name}: cannot flip the default ({old!r})"
+            text = text.replace(old, new)
+        (variant / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return run_checkov(cfn_tool("checkov"), variant)

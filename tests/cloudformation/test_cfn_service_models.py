@@ -14,9 +14,9 @@ import botocore.session
 import pytest
 
 try:  # rootdir-relative import (no __init__.py) or package import
-    from test_cfn_templates import one, param_default, props, render_sub
+    from test_cfn_templates import branches, one, param_default, props, render_sub
 except ImportError:  # pragma: no cover - tests/ turned into a package
-    from .test_cfn_templates import one, param_default, props, render_sub
+    from .test_cfn_templates import branches, one, param_default, props, render_sub
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,8 +65,12 @@ def test_mwaa_environment_against_create_environment(session, templates) -> None
     for key in ("DagS3Path", "PluginsS3Path", "RequirementsS3Path", "StartupScriptS3Path"):
         _check_string(members[key], param_default(tpl, p[key]), key)
     # The version the DAGs are built and tested for: requirements.txt's constraint line.
+    # Either the upstream URL (constraints-2.10.3/constraints-3.11.txt) or the copy shipped
+    # in plugins.zip (constraints-2.10.3-py3.11.txt).
     constraint = (REPO_ROOT / "requirements.txt").read_text()
-    (tested_version,) = re.findall(r"constraints-([0-9.]+)/constraints-3\.11\.txt", constraint)
+    (tested_version,) = re.findall(
+        r"^--constraint\s.*constraints-([0-9.]+)(?:/constraints-|-py)3\.11\.txt", constraint, re.M
+    )
     assert param_default(tpl, p["AirflowVersion"]) == tested_version
     for version in tpl["Parameters"]["AirflowVersion"]["AllowedValues"]:
         _check_string(members["AirflowVersion"], version, "AirflowVersion")
@@ -81,8 +85,11 @@ def test_mwaa_environment_against_create_environment(session, templates) -> None
         "maintenance window",
     )
     key_shape = members["AirflowConfigurationOptions"].key
-    for key in p["AirflowConfigurationOptions"]:
+    value_shape = members["AirflowConfigurationOptions"].value
+    for key, value in p["AirflowConfigurationOptions"].items():
         _check_string(key_shape, key, "AirflowConfigurationOptions key")
+        if isinstance(value, str):
+            _check_string(value_shape, value, f"AirflowConfigurationOptions[{key}]")
     net = members["NetworkConfiguration"].members
     assert set(p["NetworkConfiguration"]) <= set(net)
     log_levels = members["LoggingConfiguration"].members["TaskLogs"].members["LogLevel"].enum
@@ -99,8 +106,8 @@ def test_integration_against_rds_create_integration(session, templates) -> None:
         members["IntegrationName"], render_sub(tpl, p["IntegrationName"]), "IntegrationName"
     )
     _check_string(members["DataFilter"], param_default(tpl, p["DataFilter"]), "DataFilter")
-    description = render_sub(tpl, p["Description"])
-    _check_string(members["Description"], description, "Description")
+    for description in branches(p["Description"]):  # one per warehouse kind
+        _check_string(members["Description"], render_sub(tpl, description), "Description")
     # SourceArn: the shape Aurora cluster ARNs take, with the template's default identifier.
     cluster_id = render_sub(
         templates["database"],
@@ -138,3 +145,41 @@ def test_redshift_cluster_against_create_cluster(session, templates) -> None:
     assert {"LogDestinationType", "LogExports"} <= set(
         _input_members(session, "redshift", "EnableLogging")
     )
+
+
+def _camel(name: str) -> str:
+    return name[0].lower() + name[1:]
+
+
+def test_redshift_serverless_against_create_namespace_and_workgroup(session, templates) -> None:
+    tpl = templates["warehouse_integration"]
+    _, namespace = one(tpl, "AWS::RedshiftServerless::Namespace")
+    _, workgroup = one(tpl, "AWS::RedshiftServerless::Workgroup")
+    ns_members = _input_members(session, "redshift-serverless", "CreateNamespace")
+    wg_members = _input_members(session, "redshift-serverless", "CreateWorkgroup")
+    # NamespaceResourcePolicy: redshift PutResourcePolicy; FinalSnapshot*: DeleteNamespace.
+    cfn_only = {"NamespaceResourcePolicy", "FinalSnapshotName", "FinalSnapshotRetentionPeriod"}
+    unknown = {_camel(k) for k in set(props(namespace)) - cfn_only} - set(ns_members)
+    assert not unknown, f"Namespace properties the API does not know: {unknown}"
+    delete_members = _input_members(session, "redshift-serverless", "DeleteNamespace")
+    assert {"finalSnapshotName", "finalSnapshotRetentionPeriod"} <= set(delete_members)
+    assert {"ResourceArn", "Policy"} <= set(
+        _input_members(session, "redshift", "PutResourcePolicy")
+    )
+    unknown = {_camel(k) for k in props(workgroup)} - set(wg_members)
+    assert not unknown, f"Workgroup properties the API does not know: {unknown}"
+    name = param_default(tpl, props(namespace)["NamespaceName"])
+    _check_string(ns_members["namespaceName"], name, "NamespaceName")
+    _check_string(
+        wg_members["workgroupName"],
+        param_default(tpl, props(workgroup)["WorkgroupName"]),
+        "WorkgroupName",
+    )
+    for export in props(namespace)["LogExports"]:
+        _check_string(ns_members["logExports"].member, export, "LogExports")
+    # CreateWorkgroup documents the config keys it accepts; the zero-ETL one must be among them.
+    documented = set(
+        re.findall(r"<code>([a-z_]+)</code>", wg_members["configParameters"].documentation)
+    )
+    keys = {c["ParameterKey"] for c in props(workgroup)["ConfigParameters"]}
+    assert "enable_case_sensitive_identifier" in keys and keys <= documented, keys - documented

@@ -25,9 +25,34 @@ $(VENV)/airflow/.installed: requirements/airflow-local.txt | check-python
 	$(VENV)/airflow/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
-$(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt | check-python
-	DBT_VENV_PATH=$(VENV)/dbt PYTHON=$(PYTHON) PIP_CONSTRAINT=requirements/dbt-venv.txt bash startup.sh
+# MWAA's Airflow the bundle targets: 2.10.3 (Python 3.11) or 3.0.6 (Python 3.12, a new environment).
+AIRFLOW_TARGET ?= 2.10.3
+# The wheels a bundle ships in plugins.zip (wheels/), downloaded once per target from PyPI for
+# MWAA's platform (CPython of its image, manylinux x86_64) and cached here, never committed.
+WHEELHOUSE := .local/wheelhouse
+
+$(WHEELHOUSE)/%/.complete: requirements.txt requirements-airflow-3.0.6.txt requirements/dbt-venv.txt startup.sh $(wildcard requirements/mwaa/*.txt) | $(VENV)/airflow/.installed
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle wheelhouse --target $*
 	touch $@
+
+# The dbt venv, built the way MWAA builds it: startup.sh sourced, offline from the 2.10.3
+# wheelhouse (cp311 manylinux wheels, which this Python 3.11 runs).
+$(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt $(WHEELHOUSE)/2.10.3/.complete | check-python
+	DBT_VENV_PATH=$(VENV)/dbt DBT_WHEELHOUSE=$(WHEELHOUSE)/2.10.3/dbt PYTHON=$(PYTHON) \
+	  bash -c 'source ./startup.sh && test -x "$${AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH:-}"'
+	touch $@
+
+# What MWAA's 2.10.3 image holds of the local lock (requirements/mwaa/mwaa-image-*.txt): the
+# test of requirements.txt installs the bundle's wheels offline beside it.
+$(VENV)/mwaa-image/.installed: requirements/airflow-local.txt requirements/mwaa/mwaa-image-2.10.3-py3.11.txt | $(VENV)/airflow/.installed
+	rm -rf $(VENV)/mwaa-image && $(PYTHON) -m venv $(VENV)/mwaa-image
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle image-lock > $(VENV)/mwaa-image/image-lock.txt
+	$(VENV)/mwaa-image/bin/pip install $(PIP_QUIET) --no-deps -r $(VENV)/mwaa-image/image-lock.txt
+	touch $@
+
+.PHONY: wheelhouse mwaa-image
+wheelhouse: $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## Download the wheels the bundle ships, once (AIRFLOW_TARGET=3.0.6 for Airflow 3)
+mwaa-image: $(VENV)/mwaa-image/.installed ## Build .venv/mwaa-image: what MWAA's 2.10.3 image holds of the lock
 
 $(VENV)/stack/.installed: requirements/local-stack.txt | check-python
 	rm -rf $(VENV)/stack && $(PYTHON) -m venv $(VENV)/stack
@@ -54,6 +79,13 @@ $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+# The browser the UI check drives: Debian's chromium and its WebDriver (root installs them).
+.PHONY: browser
+browser: ## Install Debian's chromium and chromium-driver if missing (the UI check drives them)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	  else echo "install chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 2; fi; }
+
 .PHONY: venvs cfn-tools airflow3 sqlfluff-tools
 venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## Build the Airflow, dbt and local-stack environments
 cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
@@ -65,11 +97,11 @@ dbt-manifest: $(VENV)/dbt/.installed ## Build dbt/movielens_redshift/target/mani
 	cd dbt/movielens_redshift && ../../$(VENV)/dbt/bin/dbt parse --quiet --profiles-dir . --project-dir .
 
 .PHONY: bundle deploy
-bundle: venvs dbt-manifest ## Build and check the MWAA bundle in build/mwaa (dags/, plugins.zip, requirements.txt, startup.sh)
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle build
-deploy: venvs dbt-manifest ## Build, check and upload the bundle: make deploy MWAA_BUCKET=name [S3_ENDPOINT_URL=url]
+bundle: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## Build and check the MWAA bundle in build/mwaa (AIRFLOW_TARGET=3.0.6: build/mwaa-3.0.6)
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle build --target $(AIRFLOW_TARGET)
+deploy: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## Build, check and upload the bundle: make deploy MWAA_BUCKET=name [AIRFLOW_TARGET=3.0.6] [S3_ENDPOINT_URL=url]
 	@test -n "$(MWAA_BUCKET)" || { echo "set MWAA_BUCKET=<the MWAA environment's bucket>"; exit 2; }
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle deploy --bucket "$(MWAA_BUCKET)" $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle deploy --target $(AIRFLOW_TARGET) --bucket "$(MWAA_BUCKET)" $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
 
 .PHONY: stack-start stack-stop stack-status
 stack-start: venvs ## Start the local S3 API, Aurora and Redshift stand-ins and replication
@@ -79,17 +111,31 @@ stack-stop: ## Stop the local stack (its data stays in .local/stack)
 stack-status: ## Show what the local stack is running
 	$(AIRFLOW_PY) -m localdev.stack status
 
+.PHONY: airflow airflow-stop
+airflow: venvs dbt-manifest ## Start the local stack and a real Airflow (webserver, scheduler, triggerer) on loopback
+	$(AIRFLOW_PY) -m localdev.airflow_local start
+airflow-stop: ## Stop the local Airflow and the stack (their data stays in .local/)
+	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.airflow_local stop; fi
+
 .PHONY: demo
-demo: venvs ## Set up everything and run both DAGs end to end (MOVIELENS_ARCHIVE=path for a local copy)
+demo: venvs ## Set up everything, start the local Airflow and run both DAGs through its scheduler (MOVIELENS_ARCHIVE=path: another archive)
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
-test: venvs cfn-tools airflow3 sqlfluff-tools ## Run the whole test suite (starts and stops its own stack)
+test: venvs cfn-tools airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/3.0.6/.complete ## Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
 .PHONY: bench-dag-costs
 bench-dag-costs: venvs ## DagBag parse time (manifest vs dbt ls) and the dbt part of a run under Cosmos LOCAL and WATCHER
 	$(AIRFLOW_PY) -m benchmarks.dag_costs $(BENCH_ARGS)
+
+.PHONY: bench-pipeline
+bench-pipeline: venvs ## Both DAGs under the local scheduler, Cosmos WATCHER vs LOCAL side by side (BENCH_ARGS="--repeat 3 --fresh-clone")
+	$(AIRFLOW_PY) -m benchmarks.pipeline_run $(BENCH_ARGS)
+
+.PHONY: bench-startup
+bench-startup: $(WHEELHOUSE)/2.10.3/.complete ## startup.sh sourced as MWAA does it: seconds to build the dbt venv from the wheelhouse (BENCH_ARGS=--runs 5)
+	$(AIRFLOW_PY) -m benchmarks.startup_script $(BENCH_ARGS)
 
 .PHONY: bench-replication
 bench-replication: venvs ## Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
@@ -122,7 +168,7 @@ lock: | check-python ## Regenerate the locks in requirements/ from their .in fil
 	{ sed -n 1,2p requirements/airflow306.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/airflow306.txt.new
 	mv requirements/airflow306.txt.new requirements/airflow306.txt
 	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
-	$(VENV)/lock/bin/pip install $(PIP_QUIET) $$(sed -n 's/^DBT_PACKAGES="\(.*\)"/\1/p' startup.sh)
+	$(VENV)/lock/bin/pip install $(PIP_QUIET) $$(sed -n 's/^movielens_dbt_packages="\(.*\)"/\1/p' startup.sh)
 	{ sed -n 1,2p requirements/dbt-venv.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/dbt-venv.txt.new
 	mv requirements/dbt-venv.txt.new requirements/dbt-venv.txt
 	rm -rf $(VENV)/lock

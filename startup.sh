@@ -1,35 +1,104 @@
 #!/usr/bin/env bash
 # MWAA startup script: builds the dbt venv that Cosmos runs dbt from.
 #
-# dbt cannot install into MWAA's constrained Airflow environment (its pins conflict with
-# the Airflow 2.10.3 constraints), so it gets a venv of its own. MWAA runs this script on
-# every component before Airflow starts, with a 5-minute limit; the venv is reused when
-# its pins have not changed. Locally, `make venvs` runs the same script with
-# DBT_VENV_PATH=.venv/dbt and PIP_CONSTRAINT pointing at the full lock.
-set -euo pipefail
+# dbt cannot install into MWAA's constrained Airflow environment (its pins conflict with the
+# Airflow constraints), so it gets a venv of its own, installed offline (--no-index) from the
+# wheels that `make bundle` ships in plugins.zip (MWAA extracts them to
+# /usr/local/airflow/plugins/wheels/dbt): no container builds dbt from the internet.
+#
+# MWAA *sources* this file, on every component, before the requirements and Airflow, on a
+# fresh container, within 5 minutes (bin/airflow-user/execute-user-startup-script aliases
+# `exit` to a handler that saves the environment to /tmp/customer_env_vars.json, then sources
+# this file; without that JSON the container fails). So this file changes no shell option and
+# never exits: the build runs in a subshell that reports its status. If it fails, this says so,
+# exports no dbt path, sets MOVIELENS_DBT_VENV_ERROR, and the component still starts (the
+# DAG's dbt tasks then fail with that message).
+#
+# Locally, `make venvs` sources this same script with DBT_VENV_PATH=.venv/dbt and
+# DBT_WHEELHOUSE=.local/wheelhouse/2.10.3/dbt (the wheels the 2.10.3 bundle ships).
 
-DBT_VENV_PATH="${DBT_VENV_PATH:-${AIRFLOW_HOME:-/usr/local/airflow}/dbt_venv}"
-DBT_PACKAGES="dbt-core==1.11.16 dbt-postgres==1.11.0 dbt-redshift==1.11.2"
-PYTHON="${PYTHON:-python3}"
+movielens_dbt_packages="dbt-core==1.11.16 dbt-postgres==1.11.0 dbt-redshift==1.11.2"
+
+# Runs "$@" (a pip command) up to MOVIELENS_PIP_ATTEMPTS times, pausing
+# MOVIELENS_PIP_RETRY_SECONDS x the attempt number between tries.
+movielens_pip() {
+  local attempts="${MOVIELENS_PIP_ATTEMPTS:-3}" pause="${MOVIELENS_PIP_RETRY_SECONDS:-5}"
+  local attempt=1 status=0
+  while true; do
+    "$@" && return 0
+    status=$?
+    if ((attempt >= attempts)); then
+      echo "startup.sh: pip failed ${attempt} times (last status ${status}); giving up" >&2
+      return "${status}"
+    fi
+    echo "startup.sh: pip attempt ${attempt}/${attempts} failed (status ${status});" \
+      "retrying in $((pause * attempt)) s"
+    sleep "$((pause * attempt))"
+    attempt=$((attempt + 1))
+  done
+}
+
+# Builds the venv $1 with Python $3 from the wheelhouse $2 with the pins $4, unless it is up to
+# date. A subshell: nothing here reaches the sourcing shell but the status.
+movielens_build_dbt_venv() (
+  set +e +u # every step below checks its own status, whatever the sourcing shell set
+  venv="$1" wheelhouse="$2" python="$3" packages="$4" started="${SECONDS}"
+  stamp="${venv}/.movielens-packages"
+  if [[ -x "${venv}/bin/dbt" && -f "${stamp}" && "$(cat "${stamp}")" == "${packages}" ]]; then
+    echo "startup.sh: dbt venv at ${venv} is up to date"
+    return 0
+  fi
+  echo "startup.sh: building the dbt venv at ${venv} (${packages}) from ${wheelhouse}" \
+    "with ${python} ($("${python}" -c 'import sys; print(sys.version.split()[0])' 2>&1 | tail -1))"
+  if [[ ! -d "${wheelhouse}" ]]; then
+    echo "startup.sh: no wheelhouse at ${wheelhouse}: deploy the plugins.zip \`make bundle\` builds" >&2
+    return 2
+  fi
+  rm -rf "${venv}"
+  if ! "${python}" -m venv "${venv}"; then
+    echo "startup.sh: '${python} -m venv ${venv}' failed" >&2
+    rm -rf "${venv}"
+    return 3
+  fi
+  # shellcheck disable=SC2086 # the package list is split on purpose
+  if ! movielens_pip "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --no-index --find-links "${wheelhouse}" ${packages}; then
+    rm -rf "${venv}"
+    return 4
+  fi
+  # dbt and both adapters import (`dbt --version` would also ask PyPI for the latest release).
+  if ! "${venv}/bin/python" -c "import dbt.cli.main, dbt.adapters.postgres, dbt.adapters.redshift"; then
+    echo "startup.sh: the new dbt venv does not import dbt and its adapters" >&2
+    rm -rf "${venv}"
+    return 5
+  fi
+  echo "${packages}" >"${stamp}"
+  echo "startup.sh: dbt venv built in $((SECONDS - started)) s"
+)
 
 # Only the components that parse or run DAGs need dbt.
 if [[ "${MWAA_AIRFLOW_COMPONENT:-}" == "webserver" ]]; then
   echo "startup.sh: webserver does not run dbt; skipping the dbt venv"
-  exit 0
-fi
-
-stamp="${DBT_VENV_PATH}/.movielens-packages"
-if [[ -x "${DBT_VENV_PATH}/bin/dbt" && -f "${stamp}" && "$(cat "${stamp}")" == "${DBT_PACKAGES}" ]]; then
-  echo "startup.sh: dbt venv at ${DBT_VENV_PATH} is up to date"
 else
-  echo "startup.sh: building the dbt venv at ${DBT_VENV_PATH} (${DBT_PACKAGES})"
-  rm -rf "${DBT_VENV_PATH}"
-  "${PYTHON}" -m venv "${DBT_VENV_PATH}"
-  # shellcheck disable=SC2086 # the package list is split on purpose
-  "${DBT_VENV_PATH}/bin/pip" install --quiet --disable-pip-version-check ${DBT_PACKAGES}
-  "${DBT_VENV_PATH}/bin/dbt" --version >/dev/null
-  echo "${DBT_PACKAGES}" > "${stamp}"
+  unset MOVIELENS_DBT_VENV_ERROR
+  movielens_dbt_venv="${DBT_VENV_PATH:-${AIRFLOW_HOME:-/usr/local/airflow}/dbt_venv}"
+  movielens_status=0
+  movielens_build_dbt_venv "${movielens_dbt_venv}" \
+    "${DBT_WHEELHOUSE:-/usr/local/airflow/plugins/wheels/dbt}" "${PYTHON:-python3}" \
+    "${movielens_dbt_packages}" || movielens_status=$?
+  if [[ "${movielens_status}" == 0 ]]; then
+    # Read by the DAG's [movielens] dbt_executable_path.
+    export AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH="${movielens_dbt_venv}/bin/dbt"
+  else
+    export MOVIELENS_DBT_VENV_ERROR="startup.sh could not build the dbt venv at ${movielens_dbt_venv} (status ${movielens_status}); see this component's startup log"
+    echo "startup.sh: ERROR: ${MOVIELENS_DBT_VENV_ERROR}." \
+      "The component starts without dbt; the DAG's dbt tasks will fail." >&2
+  fi
+  unset movielens_dbt_venv movielens_status
 fi
+unset -f movielens_pip movielens_build_dbt_venv
+unset movielens_dbt_packages
 
-# Read by the DAG's [movielens] dbt_executable_path default on MWAA.
-export AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH="${DBT_VENV_PATH}/bin/dbt"
+# Run as `bash startup.sh`, the script's status is the build's. Sourced (as MWAA does it), it is
+# 0, so that the sourcing shell carries on to its exit handler whatever its options.
+[[ "${BASH_SOURCE[0]}" != "${0}" || -z "${MOVIELENS_DBT_VENV_ERROR:-}" ]]

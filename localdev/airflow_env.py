@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt" / "movielens_redshift"
 # ml-latest-small ships with the repository (its licence, in data/ml-latest-small.README.txt,
 # allows it), so that the demo and the tests run offline.
 BUNDLED_ARCHIVE = REPO_ROOT / "data" / "ml-latest-small.zip"
+SHARED_SETTINGS_FILE = REPO_ROOT / "localdev" / "airflow.env"
 
 # Imports the DAG folder in a fresh interpreter (Airflow 2 or 3) and writes a JSON report.
 _DAGBAG_REPORT = """
@@ -67,17 +69,30 @@ def without_airflow_settings(env: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if not key.startswith("AIRFLOW")}
 
 
-def airflow_environment(stack: LocalStack, airflow_home: Path, archive: str = "") -> dict[str, str]:
-    """Variables for ``airflow`` commands against the local stack (``runtime=local``)."""
-    return {
+def shared_airflow_settings() -> dict[str, str]:
+    """The settings in ``localdev/airflow.env``, shared with docker-compose.yaml."""
+    settings = {}
+    for line in SHARED_SETTINGS_FILE.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def airflow_environment(
+    stack: LocalStack, airflow_home: Path, archive: str = "", metadata_url: str = ""
+) -> dict[str, str]:
+    """Variables for ``airflow`` commands against the local stack (``runtime=local``).
+
+    With ``metadata_url`` (PostgreSQL) they serve a real scheduler; without, a SQLite
+    database in ``airflow_home`` serves ``airflow dags test``, which runs tasks itself.
+    """
+    env = {
         **os.environ,
         **stack.connection_uris(),
         **airflow_base_env(airflow_home, runtime="local"),
+        **shared_airflow_settings(),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
-        # Cosmos' dataset aliases break `airflow dags test` on Airflow 2.10.
-        "AIRFLOW__COSMOS__ENABLE_DATASET_ALIAS": "False",
-        # No usage reports to a third-party endpoint from every dbt task.
-        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "AIRFLOW__MOVIELENS__RAW_BUCKET": stack.bucket,
         "AIRFLOW__MOVIELENS__ARCHIVE": (
             archive or os.environ.get("MOVIELENS_ARCHIVE") or str(BUNDLED_ARCHIVE)
@@ -85,9 +100,17 @@ def airflow_environment(stack: LocalStack, airflow_home: Path, archive: str = ""
         "AIRFLOW__MOVIELENS__CACHE_DIR": str(REPO_ROOT / ".local" / "cache"),
         "AIRFLOW__MOVIELENS__DBT_PROJECT_DIR": str(DBT_PROJECT_DIR),
         "AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH": str(DBT_VENV / "bin" / "dbt"),
-        "AIRFLOW__MOVIELENS__SYNC_POKE_SECONDS": "0.2",
-        "AIRFLOW__MOVIELENS__SYNC_TIMEOUT_SECONDS": "300",
     }
+    if metadata_url:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
+    else:
+        # SQLite allows only the SequentialExecutor; Cosmos' dataset aliases break
+        # `airflow dags test` on Airflow 2.10; and `dags test` runs one task at a time in any
+        # order, so a WATCHER consumer picked before its producer would wait for ever.
+        env["AIRFLOW__CORE__EXECUTOR"] = "SequentialExecutor"
+        env["AIRFLOW__COSMOS__ENABLE_DATASET_ALIAS"] = "False"
+        env["AIRFLOW__MOVIELENS__DBT_EXECUTION_MODE"] = "local"
+    return env
 
 
 def dagbag_report(python: Path, dag_folder: Path, env: dict[str, str]) -> dict:
@@ -128,6 +151,28 @@ def build_dbt_manifest() -> Path:
 
 def airflow(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run([str(AIRFLOW_VENV / "bin" / "airflow"), *args], env=env, **kwargs)
+
+
+class DagRunFailed(RuntimeError):
+    """``airflow dags test`` ended with a failed run."""
+
+
+def run_dag(dag_id: str, env: dict[str, str], log_dir: Path, timeout: float | None = None) -> float:
+    """``airflow dags test`` one DAG, its output to a log file; return the wall time."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_dir / f"{dag_id}.log"
+    started = time.monotonic()
+    with log_file.open("w") as log:
+        try:
+            result = airflow(["dags", "test", dag_id], env, stdout=log, stderr=log, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DagRunFailed(
+                f"{dag_id} did not finish within {timeout:.0f} s; its log: {log_file}"
+            ) from None
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise DagRunFailed(f"{dag_id} failed after {elapsed:.1f} s; its log: {log_file}")
+    return elapsed
 
 
 def migrate_metadata_db(env: dict[str, str]) -> None:

@@ -1,70 +1,121 @@
-"""Run the whole pipeline locally: stack up, both DAGs with `airflow dags test`, a summary.
+"""Run the whole pipeline locally through a real scheduler, as on MWAA, and print a summary.
 
     python -m localdev.demo [--archive PATH]
 
-``--archive`` (or ``MOVIELENS_ARCHIVE``) takes another ml-latest-small.zip or a folder of its
-CSVs; without it the DAG loads the copy in ``data/`` (MD5-checked), with no network.
+Starts the local stack and the local Airflow (``localdev.airflow_local``), triggers
+``dag_movielens_load_aurora``; its Datasets start ``dag_dbt_movielens_zeroetl_cosmos``, as
+they do on MWAA. Waits for both and prints rows at every hop, the time of every hop and the
+top movies. ``--archive`` (or ``MOVIELENS_ARCHIVE``) takes another ml-latest-small.zip or a
+folder of its CSVs; without it the copy in ``data/`` is loaded (MD5-checked), with no network.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
-from localdev import REPO_ROOT
-from localdev.airflow_env import (
-    airflow,
-    airflow_environment,
-    build_dbt_manifest,
-    migrate_metadata_db,
-)
+from localdev.airflow_env import build_dbt_manifest
+from localdev.airflow_local import AirflowError, LocalAirflow
 from localdev.stack import LocalStack, StackError
 
 LOAD_DAG = "dag_movielens_load_aurora"
 TRANSFORM_DAG = "dag_dbt_movielens_zeroetl_cosmos"
+# Hops of a run: (name, DAG, first task id prefix of the hop, last task id prefix).
+HOPS = (
+    ("fetch, verify and upload to S3", LOAD_DAG, "stage_dataset_in_s3", "stage_dataset_in_s3"),
+    ("tables and load into Aurora", LOAD_DAG, "create_aurora_tables", "load_aurora_table"),
+    ("zero-ETL bootstrap and catch-up", TRANSFORM_DAG, "bootstrap_", "wait_for_zero_etl"),
+    ("row counts reconciled", TRANSFORM_DAG, "reconcile_", "ensure_analytics_database"),
+    ("dbt (build and its checks)", TRANSFORM_DAG, "dbt_movielens.", "dbt_movielens."),
+    ("run summary", TRANSFORM_DAG, "summarize_run", "summarize_run"),
+)
 
 
-class DagRunFailed(RuntimeError):
-    """``airflow dags test`` ended with a failed run."""
+@dataclass
+class PipelineRun:
+    """Both DAG runs of one load, as the REST API reports them."""
+
+    load: dict
+    transform: dict
+    task_instances: dict[str, list[dict]]
+
+    @property
+    def total_seconds(self) -> float:
+        return _seconds(self.load["start_date"], self.transform["end_date"])
+
+    def hop_seconds(self) -> dict[str, float]:
+        """Wall time of each hop: from its first task's start to its last task's end."""
+        hops = {}
+        for name, dag_id, first, last in HOPS:
+            tasks = self.task_instances[dag_id]
+            starts = [t["start_date"] for t in tasks if t["task_id"].startswith(first)]
+            ends = [t["end_date"] for t in tasks if t["task_id"].startswith(last)]
+            if starts and ends:
+                hops[name] = _seconds(min(starts), max(ends))
+        published = next(
+            t["end_date"]
+            for t in self.task_instances[LOAD_DAG]
+            if t["task_id"] == "publish_aurora_tables"
+        )
+        hops["Datasets -> transform run started"] = _seconds(
+            published, self.transform["start_date"]
+        )
+        return hops
 
 
-def run_dag(dag_id: str, env: dict[str, str], log_dir: Path, timeout: float | None = None) -> float:
-    """``airflow dags test`` one DAG, its output to a log file; return the wall time."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"{dag_id}.log"
-    started = time.monotonic()
-    with log_file.open("w") as log:
-        try:
-            result = airflow(["dags", "test", dag_id], env, stdout=log, stderr=log, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise DagRunFailed(
-                f"{dag_id} did not finish within {timeout:.0f} s; its log: {log_file}"
-            ) from None
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise DagRunFailed(f"{dag_id} failed after {elapsed:.1f} s; its log: {log_file}")
-    return elapsed
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
-def latest_xcom(dag_id: str, task_id: str) -> Any:
-    """The return value of a task in the DAG's latest run (needs the Airflow environment set)."""
-    from airflow.models import DagRun, XCom
+def run_through_scheduler(airflow: LocalAirflow, timeout: float = 900) -> PipelineRun:
+    """Trigger the load and wait for it and for the transform run its Datasets start."""
+    for dag_id in (TRANSFORM_DAG, LOAD_DAG):
+        airflow.unpause(dag_id)
+    earlier = {run["dag_run_id"] for run in airflow.runs(TRANSFORM_DAG)}
+    deadline = time.monotonic() + timeout
+    load = airflow.wait_for_run(LOAD_DAG, airflow.trigger(LOAD_DAG), timeout)
+    if load["state"] != "success":
+        raise AirflowError(f"{LOAD_DAG} run {load['dag_run_id']} {load['state']}: see its logs")
+    while not (
+        started := [
+            run
+            for run in airflow.runs(TRANSFORM_DAG)
+            if run["run_type"] == "dataset_triggered" and run["dag_run_id"] not in earlier
+        ]
+    ):
+        if time.monotonic() > deadline:
+            raise AirflowError(f"The load's Datasets did not start {TRANSFORM_DAG}")
+        time.sleep(0.5)
+    transform = airflow.wait_for_run(
+        TRANSFORM_DAG, started[-1]["dag_run_id"], deadline - time.monotonic()
+    )
+    if transform["state"] != "success":
+        raise AirflowError(
+            f"{TRANSFORM_DAG} run {transform['dag_run_id']} {transform['state']}: see its logs"
+        )
+    return PipelineRun(
+        load,
+        transform,
+        {
+            dag_id: airflow.task_instances(dag_id, run["dag_run_id"])
+            for dag_id, run in ((LOAD_DAG, load), (TRANSFORM_DAG, transform))
+        },
+    )
 
-    run = max(DagRun.find(dag_id=dag_id), key=lambda dag_run: dag_run.execution_date)
-    return XCom.get_one(run_id=run.run_id, dag_id=dag_id, task_id=task_id)
 
-
-def format_summary(staged: dict, replica: dict, lag: dict, report: dict, timings: dict) -> str:
-    tables = list(staged["csv_rows"])
+def format_summary(airflow: LocalAirflow, run: PipelineRun) -> str:
+    load_run, transform_run = run.load["dag_run_id"], run.transform["dag_run_id"]
+    staged = airflow.xcom(LOAD_DAG, load_run, "stage_dataset_in_s3")
+    replica = airflow.xcom(TRANSFORM_DAG, transform_run, "reconcile_replica_counts")
+    lag = airflow.xcom(TRANSFORM_DAG, transform_run, "wait_for_zero_etl_catch_up")
+    report = airflow.xcom(TRANSFORM_DAG, transform_run, "summarize_run")
     lines = ["", "MovieLens pipeline summary", ""]
     header = f"{'table':10} {'CSV rows':>9} {'S3 bytes':>10} {'Aurora':>9} {'replica':>9}"
     lines += [header, "-" * len(header)]
-    for table in tables:
+    for table in staged["csv_rows"]:
         lines.append(
             f"{table:10} {staged['csv_rows'][table]:>9,} {staged['objects'][table]['bytes']:>10,} "
             f"{replica['source'][table]:>9,} {replica['replica'][table]:>9,}"
@@ -72,56 +123,41 @@ def format_summary(staged: dict, replica: dict, lag: dict, report: dict, timings
     lines += ["", "analytics (dbt):"]
     for model, rows in report["analytics_rows"].items():
         lines.append(f"  {model:28} {rows:>7,} rows")
-    lines += [
-        "",
-        f"replication lag of this run: {lag['lag_seconds']:.3f} s",
-        "",
-        "top 5 movies by ratings:",
-    ]
+    lines += ["", "top 5 movies by ratings:"]
     for rank, movie in enumerate(report["top_movies"], start=1):
         lines.append(
             f"  {rank}. {movie['title']:45} {movie['ratings']:>4} ratings,"
             f" avg {movie['average']:.2f}"
         )
-    lines += [""] + [f"{dag}: {seconds:.1f} s" for dag, seconds in timings.items()]
+    lines += ["", f"time per hop ({TRANSFORM_DAG} started by the load's Datasets):"]
+    for hop, seconds in run.hop_seconds().items():
+        lines.append(f"  {hop:36} {seconds:6.1f} s")
+    lines.append(f"  {'replication lag of this run':36} {lag['lag_seconds']:6.1f} s")
+    if "since_load_seconds" in lag:
+        lines.append(
+            f"  {'load committed -> replica caught up':36} {lag['since_load_seconds']:6.1f} s"
+        )
+    lines.append(f"  {'load triggered -> analytics done':36} {run.total_seconds:6.1f} s")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archive", default="", help="local ml-latest-small.zip or CSV folder")
+    parser.add_argument("--archive", default="", help="another ml-latest-small.zip or CSV folder")
     args = parser.parse_args(argv)
 
-    stack = LocalStack()
+    airflow = LocalAirflow(LocalStack(), archive=args.archive)
     try:
-        stack.start()
-    except StackError as error:
+        build_dbt_manifest()
+        airflow.start()
+        print(f"Airflow UI: {airflow.url} (user admin; password in {airflow.secrets_file})")
+        print(f"triggering {LOAD_DAG}; its Datasets start {TRANSFORM_DAG} ...", flush=True)
+        run = run_through_scheduler(airflow)
+    except (AirflowError, StackError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    airflow_home = REPO_ROOT / ".local" / "airflow"
-    env = airflow_environment(stack, airflow_home, args.archive)
-    build_dbt_manifest()
-    migrate_metadata_db(env)
-
-    timings = {}
-    try:
-        for dag_id in (LOAD_DAG, TRANSFORM_DAG):
-            print(f"airflow dags test {dag_id} ...", flush=True)
-            timings[dag_id] = run_dag(dag_id, env, airflow_home / "runs")
-    except DagRunFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-    os.environ.update(env)
-    print(
-        format_summary(
-            staged=latest_xcom(LOAD_DAG, "stage_dataset_in_s3"),
-            replica=latest_xcom(TRANSFORM_DAG, "reconcile_replica_counts"),
-            lag=latest_xcom(TRANSFORM_DAG, "wait_for_zero_etl_catch_up"),
-            report=latest_xcom(TRANSFORM_DAG, "summarize_run"),
-            timings=timings,
-        )
-    )
+    print(format_summary(airflow, run))
+    print(f"\nThe local Airflow keeps running at {airflow.url}; `make airflow-stop` stops it.")
     return 0
 
 

@@ -6,6 +6,7 @@
 - Aurora: a PostgreSQL server with ``wal_level=logical`` and the ``transactional`` database.
 - Redshift: a second PostgreSQL server with the ``analytics_movie_insights`` database.
 - Zero-ETL: logical replication from the first to the second (the pipeline's own bootstrap).
+- The local Airflow's metadata database: a third PostgreSQL server (``make airflow``).
 
 PostgreSQL comes from the system when installed, else from the ``pgserver`` wheel. As root,
 the servers run as ``nobody`` (initdb and postgres refuse root). Everything lives under one
@@ -15,6 +16,7 @@ folder (``.local/stack`` by default); ports come from ``MOVIELENS_*_PORT``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -54,7 +56,9 @@ STACK_VENV = REPO_ROOT / ".venv" / "stack"
 SUPERUSER = "postgres"
 # Locally the warehouse's database is the analytics database (no cross-database reads).
 WAREHOUSE_DATABASE = ANALYTICS_DATABASE
-# The Airflow connection of each PostgreSQL server, by the role it plays.
+# The local Airflow's own metadata database (MWAA keeps it apart from the pipeline's too).
+METADATA_DATABASE = "airflow"
+# The Airflow connection of each pipeline server, by the role it plays.
 CONN_IDS = {"source": SOURCE_CONN_ID, "warehouse": WAREHOUSE_CONN_ID}
 
 
@@ -119,7 +123,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _port_open(port: int) -> bool:
+def running_pid(pid_file: Path) -> int | None:
+    """The pid recorded in ``pid_file`` if that process still runs, else None."""
+    if not pid_file.is_file():
+        return None
+    pid = int(pid_file.read_text())
+    # Reaps it if this process started it and it ended (else it lingers as a zombie).
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def port_open(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -187,7 +206,7 @@ class PostgresServer:
     def start(self) -> None:
         if self.is_running():
             return
-        if _port_open(self.port):
+        if port_open(self.port):
             raise StackError(
                 f"Port {self.port} for {self.name} is taken by another program: choose "
                 f"another with MOVIELENS_{self.name.upper()}_PORT."
@@ -229,6 +248,7 @@ class LocalStack:
         aurora_port: int | None = None,
         warehouse_port: int | None = None,
         s3_port: int | None = None,
+        metadata_port: int | None = None,
         bucket: str = DEFAULT_RAW_BUCKET,
     ) -> None:
         env = os.environ
@@ -236,6 +256,7 @@ class LocalStack:
         self.aurora_port = aurora_port or int(env.get("MOVIELENS_AURORA_PORT", "15432"))
         self.warehouse_port = warehouse_port or int(env.get("MOVIELENS_WAREHOUSE_PORT", "15439"))
         self.s3_port = s3_port or int(env.get("MOVIELENS_S3_PORT", "15090"))
+        self.metadata_port = metadata_port or int(env.get("MOVIELENS_METADATA_PORT", "15433"))
         self.bucket = bucket
 
     # --- layout ------------------------------------------------------------------------
@@ -252,20 +273,19 @@ class LocalStack:
     def s3_pid_file(self) -> Path:
         return self.root / "s3.pid"
 
-    def servers(self) -> tuple[PostgresServer, PostgresServer]:
+    def servers(self) -> dict[str, PostgresServer]:
+        """The PostgreSQL servers by role: ``source`` (Aurora), ``warehouse`` (Redshift) and
+        ``metadata`` (the local Airflow's database)."""
         bin_dir = find_postgres_bin()
-        return (
-            PostgresServer(
-                "aurora", self.pg_root / "aurora", self.aurora_port, SOURCE_DATABASE, bin_dir
-            ),
-            PostgresServer(
-                "warehouse",
-                self.pg_root / "warehouse",
-                self.warehouse_port,
-                WAREHOUSE_DATABASE,
-                bin_dir,
-            ),
-        )
+        layout = {
+            "source": ("aurora", self.aurora_port, SOURCE_DATABASE),
+            "warehouse": ("warehouse", self.warehouse_port, WAREHOUSE_DATABASE),
+            "metadata": ("metadata", self.metadata_port, METADATA_DATABASE),
+        }
+        return {
+            role: PostgresServer(name, self.pg_root / name, port, database, bin_dir)
+            for role, (name, port, database) in layout.items()
+        }
 
     def _secrets(self) -> dict[str, str]:
         """Credentials made on first start, kept in the stack folder (mode 600), never in git."""
@@ -285,32 +305,39 @@ class LocalStack:
     def connection_uris(self) -> dict[str, str]:
         """The ``AIRFLOW_CONN_*`` variables of the three connections the DAGs use."""
         values = self._secrets()
-        password = quote(values["pg_password"], safe="")
         endpoint = quote(f"http://127.0.0.1:{self.s3_port}", safe="")
-        postgres = f"postgres://{SUPERUSER}:{password}@127.0.0.1"
         uris = {
             AWS_CONN_ID: (
                 f"aws://{quote(values['aws_access_key_id'], safe='')}:"
                 f"{quote(values['aws_secret_access_key'], safe='')}@"
                 f"?region_name={DEFAULT_REGION}&endpoint_url={endpoint}"
             ),
-            SOURCE_CONN_ID: f"{postgres}:{self.aurora_port}/{SOURCE_DATABASE}",
-            WAREHOUSE_CONN_ID: f"{postgres}:{self.warehouse_port}/{WAREHOUSE_DATABASE}",
+            **{conn_id: self._postgres_uri(role) for role, conn_id in CONN_IDS.items()},
         }
         return {f"AIRFLOW_CONN_{conn_id.upper()}": uri for conn_id, uri in uris.items()}
 
-    def airflow_connection(self, role: str) -> Connection:
-        """The Airflow connection to the ``source`` or ``warehouse`` server."""
-        conn_id = CONN_IDS[role]
-        return Connection(conn_id, uri=self.connection_uris()[f"AIRFLOW_CONN_{conn_id.upper()}"])
+    def metadata_url(self) -> str:
+        """SQLAlchemy URL of the local Airflow's metadata database."""
+        return self._postgres_uri("metadata").replace("postgres://", "postgresql+psycopg2://", 1)
+
+    def _postgres_uri(self, role: str, database: str | None = None) -> str:
+        server = self.servers()[role]
+        password = quote(self._secrets()["pg_password"], safe="")
+        return (
+            f"postgres://{SUPERUSER}:{password}@127.0.0.1:{server.port}/"
+            f"{database or server.database}"
+        )
+
+    def airflow_connection(self, role: str, database: str | None = None) -> Connection:
+        """An Airflow connection to the ``source``, ``warehouse`` or ``metadata`` server."""
+        return Connection(CONN_IDS.get(role, role), uri=self._postgres_uri(role, database))
 
     def connect(self, role: str, database: str | None = None) -> Any:
-        """A psycopg2 connection to the ``source`` or ``warehouse`` server, as the DAGs open it."""
-        overrides = {"dbname": database} if database else {}
-        return psycopg2_connect(self.airflow_connection(role), connect_timeout=5, **overrides)
+        """A psycopg2 connection to a server by its role, opened as the DAGs open theirs."""
+        return psycopg2_connect(self.airflow_connection(role, database), connect_timeout=5)
 
     def query(self, role: str, sql: str, *params: object) -> list[tuple]:
-        """Run one statement in autocommit on the ``source`` or ``warehouse`` server."""
+        """Run one statement in autocommit on the server playing ``role``."""
         with autocommit(self.connect(role)) as connection, connection.cursor() as cursor:
             cursor.execute(sql, params or None)
             return cursor.fetchall() if cursor.description else []
@@ -331,7 +358,7 @@ class LocalStack:
 
     def start(self) -> None:
         password = self._secrets()["pg_password"]
-        for role, server in zip(CONN_IDS, self.servers(), strict=True):
+        for role, server in self.servers().items():
             if not server.is_initialized():
                 server.initialize(password)
             server.start()
@@ -349,21 +376,14 @@ class LocalStack:
                 )
 
     def _s3_pid(self) -> int | None:
-        if not self.s3_pid_file.is_file():
-            return None
-        pid = int(self.s3_pid_file.read_text())
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return running_pid(self.s3_pid_file)
 
     def _start_s3(self) -> None:
         if self._s3_pid() is None:
             moto_server = STACK_VENV / "bin" / "moto_server"
             if not moto_server.is_file():
                 raise StackError(f"{moto_server} is missing: run `make venvs` first.")
-            if _port_open(self.s3_port):
+            if port_open(self.s3_port):
                 raise StackError(
                     f"Port {self.s3_port} for the S3 API is taken: choose another with "
                     "MOVIELENS_S3_PORT."
@@ -377,7 +397,7 @@ class LocalStack:
             )
             self.s3_pid_file.write_text(str(process.pid))
             deadline = time.monotonic() + 30
-            while not _port_open(self.s3_port):
+            while not port_open(self.s3_port):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise StackError(f"The S3 API did not start; see {self.root / 's3.log'}")
                 time.sleep(0.1)
@@ -408,7 +428,7 @@ class LocalStack:
     def stop(self) -> None:
         if self.pg_root.is_dir():
             # The subscriber first, so that the source's walsender is not left waiting.
-            for server in reversed(self.servers()):
+            for server in reversed(self.servers().values()):
                 server.stop()
         pid = self._s3_pid()
         if pid is not None:
@@ -418,7 +438,7 @@ class LocalStack:
     def status(self) -> dict[str, str]:
         report = {}
         if self.pg_root.is_dir():
-            for server in self.servers():
+            for server in self.servers().values():
                 state = "running" if server.is_running() else "stopped"
                 report[server.name] = f"{state} on 127.0.0.1:{server.port} ({server.bin_dir})"
         else:
@@ -436,7 +456,7 @@ def private_stack(prefix: str = "movielens-stack-") -> Iterator[LocalStack]:
     """
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
     scratch.chmod(0o755)  # searchable: as root, the PostgreSQL servers run as 'nobody'
-    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port())
+    stack = LocalStack(scratch / "stack", free_port(), free_port(), free_port(), free_port())
     try:
         stack.start()
         yield stack

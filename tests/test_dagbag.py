@@ -45,11 +45,17 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return attempts
 
 
+@pytest.mark.parametrize("mode", ["watcher", "local"])
 @pytest.mark.parametrize("runtime", ["local", "aws"])
 def test_dags_import_without_errors_or_network(
-    runtime: str, no_network: list[str], dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch
+    runtime: str,
+    mode: str,
+    no_network: list[str],
+    dbt_manifest: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AIRFLOW__MOVIELENS__RUNTIME", runtime)
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_EXECUTION_MODE", mode)
     dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
 
     assert dagbag.import_errors == {}
@@ -57,13 +63,16 @@ def test_dags_import_without_errors_or_network(
     assert no_network == []
 
     transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
-    # One `dbt build` task per model (Cosmos TestBehavior.BUILD).
-    model_builds = {
-        task_id.removeprefix("dbt_movielens.").removesuffix("_model_build")
-        for task_id in transform.task_ids
-        if task_id.endswith("_model_build")
-    }
-    assert model_builds >= SEED_MODELS
+    group = {task_id.removeprefix("dbt_movielens.") for task_id in transform.task_ids}
+    if mode == "local":
+        # One `dbt build` task per model (Cosmos TestBehavior.BUILD).
+        model_builds = {t.removesuffix("_model_build") for t in group if t.endswith("_model_build")}
+        assert model_builds >= SEED_MODELS
+    else:
+        # One `dbt build` producer; a watcher of each model's run and of its tests.
+        assert "dbt_producer_watcher" in group
+        assert {t.removesuffix(".run") for t in group if t.endswith(".run")} >= SEED_MODELS
+        assert {t.removesuffix(".test") for t in group if t.endswith(".test")} >= SEED_MODELS
     # The wait, the reconciliation and the run summary bracket the dbt task group.
     sensor = transform.get_task("wait_for_zero_etl_catch_up")
     assert "bootstrap_zero_etl_target" in sensor.upstream_task_ids

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from movielens_pipeline import dataset
+from movielens_pipeline.compat import AirflowFailException
 from movielens_pipeline.dataset import DatasetError, MovieLensSource, csv_row_counts, fetch_dataset
 
 
@@ -167,3 +169,26 @@ def test_interrupted_download_is_a_clear_error_and_leaves_nothing(tmp_path, monk
 def test_unknown_dataset_name_lists_the_known_ones(tmp_path: Path):
     with pytest.raises(DatasetError, match=r"Unknown MovieLens dataset 'ml-1b'.*ml-25m, ml-32m"):
         fetch_dataset("ml-1b", "", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["http://127.0.0.1:{port}/{{name}}.zip", "https://movielens-archive.invalid/{{name}}.zip"],
+    ids=["connection-refused", "unknown-host"],
+)
+def test_unreachable_grouplens_fails_at_once_naming_the_offline_option(
+    tmp_path: Path, monkeypatch, address: str
+):
+    from localdev.stack import free_port
+
+    monkeypatch.setattr(dataset, "GROUPLENS_URL", address.format(port=free_port()))
+    started = time.monotonic()
+    with pytest.raises(dataset.GroupLensUnreachable) as error:
+        fetch_dataset("ml-latest-small", "", tmp_path / "cache")
+    assert time.monotonic() - started < dataset.DOWNLOAD_TIMEOUT_SECONDS
+    message = str(error.value)
+    assert "Cannot download ml-latest-small" in message
+    assert "[movielens] archive" in message and "MOVIELENS_ARCHIVE" in message
+    assert not list((tmp_path / "cache").glob("*"))
+    # No retry: the task fails for good (AirflowFailException), it does not wait to try again.
+    assert isinstance(error.value, AirflowFailException)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from localdev.airflow_env import airflow_environment, migrate_metadata_db
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG, run_dag
+from localdev.airflow_env import airflow_environment, migrate_metadata_db, run_dag
+from localdev.demo import LOAD_DAG, TRANSFORM_DAG
 from localdev.stack import LocalStack
 
 TABLES = ("ratings", "tags", "movies", "links")

@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from movielens_pipeline.compat import AirflowFailException
 from movielens_pipeline.tables import TABLES, Table
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,17 @@ PUBLISHED_MD5 = {
 _CHUNK = 1 << 20
 # Download progress is logged every this many bytes (ml-25m and ml-32m are hundreds of MB).
 PROGRESS_EVERY_BYTES = 16 << 20
+# Seconds a connection attempt or a read may stall before the download fails.
+DOWNLOAD_TIMEOUT_SECONDS = 15
 
 
 class DatasetError(RuntimeError):
     """The dataset is missing, corrupt or not shaped like MovieLens."""
+
+
+class GroupLensUnreachable(AirflowFailException):
+    """The download could not start: no route, no DNS, refused or timed out. A retry of the
+    task would not help, so it fails at once and says how to work offline."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,18 @@ def _download(name: str, destination: Path) -> None:
     log.info("Downloading %s to %s", url, destination)
     started = time.monotonic()
     try:
-        # The URL is the fixed https GroupLens address above, never user input.
-        with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:  # noqa: S310
+        # The URL is the fixed GroupLens address above, never user input.
+        response = urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS)  # noqa: S310
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise GroupLensUnreachable(
+            f"Cannot download {name} from {url}: {reason}. Working offline? Point "
+            "[movielens] archive (AIRFLOW__MOVIELENS__ARCHIVE; `make demo "
+            "MOVIELENS_ARCHIVE=...`) at a local copy of the .zip or of its CSV folder; "
+            "ml-latest-small ships with this repository in data/."
+        ) from None
+    try:
+        with response, partial.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
             done = reported = 0
             while chunk := response.read(min(_CHUNK, PROGRESS_EVERY_BYTES)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from cosmos import (
@@ -96,8 +97,9 @@ def movielens_dbt_task_group(
             load_method=load_method,
             dbt_executable_path=settings.dbt_executable_path,
             invocation_mode=InvocationMode.SUBPROCESS,
-            # LOCAL: one `dbt build --select <model>` per model, its run and tests in one task.
-            # WATCHER builds everything in its producer and has no per-model build operator.
+            # WATCHER (the default): one `dbt build` producer, a watcher per model run and per
+            # model's tests. LOCAL: one `dbt build --select <model>` per model, its run and tests
+            # in one task.
             test_behavior=(
                 TestBehavior.AFTER_EACH
                 if settings.dbt_execution_mode == ExecutionMode.WATCHER.value
@@ -112,5 +114,11 @@ def movielens_dbt_task_group(
             invocation_mode=InvocationMode.SUBPROCESS,
             test_indirect_selection=TestIndirectSelection.CAUTIOUS,
         ),
-        operator_args={"retries": 1, "dbt_cmd_flags": list(runtime.dbt_flags)},
+        operator_args={
+            "retries": 1,
+            # After a failed model, each watcher downstream of it fails once (the build
+            # skipped its node) and its retry runs the node alone: keep those retries quick.
+            "retry_delay": timedelta(seconds=30),
+            "dbt_cmd_flags": list(runtime.dbt_flags),
+        },
     )

@@ -34,7 +34,7 @@ from movielens_pipeline.zero_etl import (
 )
 
 # dbt's profile: the analytics database, its default schema.
-_DBT_PROFILE_ARGS = {"dbname": ANALYTICS_DATABASE, "schema": ANALYTICS_SCHEMA}
+_DBT_PROFILE_ARGS = {"dbname": ANALYTICS_DATABASE, "schema": ANALYTICS_SCHEMA, "threads": 4}
 
 
 class Runtime(Protocol):

@@ -62,7 +62,7 @@ def load_settings() -> Settings:
         dbt_executable_path=Path(
             _option("dbt_executable_path", "/usr/local/airflow/dbt_venv/bin/dbt")
         ),
-        dbt_execution_mode=_option("dbt_execution_mode", "local"),
+        dbt_execution_mode=_option("dbt_execution_mode", "watcher"),
         sync_poke_seconds=float(_option("sync_poke_seconds", "60")),
         sync_timeout_seconds=int(_option("sync_timeout_seconds", "3600")),
     )

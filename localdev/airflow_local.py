@@ -1,0 +1,311 @@
+"""A real local Airflow on loopback: webserver, scheduler and triggerer, no Docker.
+
+    python -m localdev.airflow_local start|stop|status
+
+LocalExecutor, its metadata in the local stack's PostgreSQL, the same ``[movielens]``
+settings and connections as the demo (``localdev/airflow.env`` plus the stack's), an admin
+user whose generated password is printed once and kept in ``.local/airflow`` (mode 600).
+``start`` is idempotent: what runs and is healthy is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from localdev import REPO_ROOT
+from localdev.airflow_env import AIRFLOW_VENV, airflow_environment
+from localdev.stack import LocalStack, StackError, port_open, running_pid
+
+DEFAULT_HOME = REPO_ROOT / ".local" / "airflow"
+ADMIN_USER = "admin"
+COMPONENTS = ("scheduler", "triggerer", "webserver")
+HEALTHY_WITHIN_SECONDS = 180
+
+
+class AirflowError(RuntimeError):
+    """The local Airflow did not start or a run did not end as expected; the message says why."""
+
+
+class LocalAirflow:
+    """The local Airflow's processes, credentials and REST API, under one home folder."""
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        home: Path = DEFAULT_HOME,
+        port: int | None = None,
+        archive: str = "",
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.stack = stack
+        self.home = home.resolve()
+        self.port = port or int(os.environ.get("MOVIELENS_AIRFLOW_PORT", "8080"))
+        self.archive = archive
+        self.settings = settings or {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.home / "secrets.json"
+
+    def credentials(self) -> dict[str, str]:
+        """Generated on first use, kept in the home folder (mode 600), never in git."""
+        if not self.secrets_file.is_file():
+            self.home.mkdir(parents=True, exist_ok=True)
+            values = {
+                "admin_password": secrets.token_urlsafe(18),
+                "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+                "webserver_secret_key": secrets.token_urlsafe(32),
+            }
+            self.secrets_file.write_text(json.dumps(values))
+            self.secrets_file.chmod(0o600)
+        return json.loads(self.secrets_file.read_text())
+
+    def env(self) -> dict[str, str]:
+        values = self.credentials()
+        return {
+            **airflow_environment(
+                self.stack, self.home, self.archive, metadata_url=self.stack.metadata_url()
+            ),
+            "AIRFLOW__CORE__FERNET_KEY": values["fernet_key"],
+            "AIRFLOW__WEBSERVER__SECRET_KEY": values["webserver_secret_key"],
+            "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": "127.0.0.1",
+            "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(self.port),
+            "AIRFLOW__WEBSERVER__BASE_URL": self.url,
+            # Each component's own health server, on ports no other local Airflow uses.
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.port + 1),
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_SERVER_PORT": str(self.port + 2),
+            **self.settings,
+        }
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start what is not running and wait until all is healthy; True if anything started."""
+        self.stack.start()
+        env = self.env()
+        started = [name for name in COMPONENTS if self._pid(name) is None]
+        if started:
+            self._run(["db", "migrate"], env)
+            if not (self.home / ".admin").is_file():
+                self._create_admin(env)
+            if "webserver" in started and port_open(self.port):
+                raise AirflowError(
+                    f"Port {self.port} is taken by another program: choose another with "
+                    "MOVIELENS_AIRFLOW_PORT."
+                )
+            for name in started:
+                self._spawn(name, env)
+        self.wait_until_healthy()
+        return bool(started)
+
+    def _create_admin(self, env: dict[str, str]) -> None:
+        self._run(
+            [
+                "users",
+                "create",
+                "--role",
+                "Admin",
+                "--username",
+                ADMIN_USER,
+                "--password",
+                self.credentials()["admin_password"],
+                "--firstname",
+                "Local",
+                "--lastname",
+                "Admin",
+                "--email",
+                "admin@localhost",
+            ],
+            env,
+        )
+        (self.home / ".admin").touch()
+        print(
+            f"Airflow admin user {ADMIN_USER!r}, password {self.credentials()['admin_password']}"
+            f" (printed once; kept in {self.secrets_file})",
+            flush=True,
+        )
+
+    def _run(self, args: list[str], env: dict[str, str]) -> None:
+        result = subprocess.run(
+            [str(AIRFLOW_VENV / "bin" / "airflow"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AirflowError(f"airflow {args[0]} {args[1]} failed:\n{result.stderr[-3000:]}")
+
+    def _spawn(self, name: str, env: dict[str, str]) -> None:
+        log = (self.home / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [str(AIRFLOW_VENV / "bin" / "airflow"), name],
+            env=env,
+            cwd=self.home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        (self.home / f"{name}.pid").write_text(str(process.pid))
+
+    def _pid(self, name: str) -> int | None:
+        return running_pid(self.home / f"{name}.pid")
+
+    def health(self) -> dict[str, str]:
+        """The webserver's ``/health``: each component's status (unreachable when down)."""
+        try:
+            health = urllib.request.Request(f"{self.url}/health")  # noqa: S310 - as below
+            report = json.loads(self._fetch(health))
+        except (OSError, ValueError):
+            return {"webserver": "unreachable"}
+        # A component this setup does not run (a standalone DAG processor) reports no status.
+        return {
+            name: details["status"]
+            for name, details in report.items()
+            if isinstance(details, dict) and details.get("status")
+        }
+
+    def wait_until_healthy(self, timeout: float = HEALTHY_WITHIN_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            health = self.health()
+            wanted = {"metadatabase", "scheduler", "triggerer"}
+            if wanted <= set(health) and all(health[name] == "healthy" for name in wanted):
+                return
+            dead = [name for name in COMPONENTS if self._pid(name) is None]
+            if dead or time.monotonic() > deadline:
+                logs = ", ".join(str(self.home / f"{name}.log") for name in COMPONENTS)
+                raise AirflowError(
+                    f"The local Airflow is not healthy ({health}; not running: {dead}): "
+                    f"see {logs}"
+                )
+            time.sleep(1)
+
+    def stop(self) -> None:
+        for name in COMPONENTS:
+            pid = self._pid(name)
+            if pid is None:
+                continue
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while self._pid(name) is not None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if self._pid(name) is not None:
+                os.killpg(pid, signal.SIGKILL)
+            (self.home / f"{name}.pid").unlink(missing_ok=True)
+
+    # --- the REST API ----------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: dict | None = None) -> Any:
+        """Call the stable REST API as the admin user; its JSON answer."""
+        return json.loads(self._api_call(method, path, body, "application/json") or b"null")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The whole log of one try of a task, as the UI shows it."""
+        path = (
+            f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+            f"/logs/{try_number}?full_content=true"
+        )
+        return self._api_call("GET", path, None, "text/plain").decode()
+
+    def _api_call(self, method: str, path: str, body: dict | None, accept: str) -> bytes:
+        token = base64.b64encode(
+            f"{ADMIN_USER}:{self.credentials()['admin_password']}".encode()
+        ).decode()
+        request = urllib.request.Request(  # noqa: S310 - http on loopback, built here
+            f"{self.url}/api/v1/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Authorization": f"Basic {token}",
+                "Content-Type": "application/json",
+                "Accept": accept,
+            },
+        )
+        try:
+            return self._fetch(request)
+        except urllib.error.HTTPError as error:
+            raise AirflowError(
+                f"{method} /api/v1/{path}: {error.code} {error.read().decode()[:500]}"
+            ) from None
+
+    @staticmethod
+    def _fetch(request: urllib.request.Request) -> bytes:
+        # Always this Airflow's webserver: http on 127.0.0.1, URL built by this class.
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.read()
+
+    def unpause(self, dag_id: str) -> None:
+        self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        return self.api("POST", f"dags/{dag_id}/dagRuns", {"conf": conf or {}})["dag_run_id"]
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"dags/{dag_id}/dagRuns?order_by=-execution_date&limit=100")[
+            "dag_runs"
+        ]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        """A task's return value, as JSON."""
+        path = (
+            f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+            "/xcomEntries/return_value?deserialize=true&stringify=false"
+        )
+        return self.api("GET", path)["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
+        """Poll a run until it ends; return it (its ``state`` says how)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(1)
+        raise AirflowError(f"{dag_id} run {run_id} did not end within {timeout:.0f} s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        path = f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=500"
+        return self.api("GET", path)["task_instances"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    args = parser.parse_args(argv)
+    airflow = LocalAirflow(LocalStack())
+    try:
+        if args.command == "start":
+            airflow.start()
+        elif args.command == "stop":
+            airflow.stop()
+            airflow.stack.stop()
+    except (AirflowError, StackError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, state in airflow.health().items():
+        print(f"{name:14} {state}")
+    if args.command != "stop":
+        print(f"UI: {airflow.url} (user {ADMIN_USER}; password in {airflow.secrets_file})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

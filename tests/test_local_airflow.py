@@ -1,0 +1,160 @@
+"""The pipeline under a real local Airflow (webserver, scheduler, triggerer, LocalExecutor):
+the load's Datasets start the transform; Cosmos WATCHER builds the project, shows a failing
+model as that model's failed task and rebuilds only it on retry; the UI in a browser."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localdev.airflow_local import LocalAirflow
+from localdev.demo import TRANSFORM_DAG, PipelineRun, run_through_scheduler
+from localdev.stack import LocalStack, free_port
+from localdev.ui_check import check_ui
+
+# The model made to fail, and its schema.
+FAILING_MODEL, FAILING_SCHEMA = "analytics_tag_usage", "analytics"
+PLANT_FAILURE = f"""
+create or replace function public.movielens_test_failure() returns event_trigger
+language plpgsql as $$
+declare command record;
+begin
+  for command in select * from pg_event_trigger_ddl_commands() loop
+    if command.object_identity like '{FAILING_SCHEMA}.{FAILING_MODEL}%' then
+      raise exception 'planted failure: {FAILING_MODEL} may not be created';
+    end if;
+  end loop;
+end $$;
+create event trigger movielens_test_failure on ddl_command_end
+  execute function public.movielens_test_failure();
+"""
+
+
+@pytest.fixture(scope="module")
+def airflow(
+    local_stack: LocalStack, dbt_manifest: Path, tmp_path_factory
+) -> Iterator[LocalAirflow]:
+    health_ports = {
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+    }
+    airflow = LocalAirflow(
+        local_stack, tmp_path_factory.mktemp("airflow"), port=free_port(), settings=health_ports
+    )
+    airflow.start()
+    try:
+        yield airflow
+    finally:
+        airflow.stop()
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(airflow: LocalAirflow) -> PipelineRun:
+    return run_through_scheduler(airflow, timeout=600)
+
+
+def test_start_is_idempotent_and_every_component_is_healthy(airflow: LocalAirflow):
+    assert airflow.start() is False  # all running: nothing started again
+    # No standalone DAG processor: the scheduler parses the DAGs.
+    assert airflow.health() == {
+        "metadatabase": "healthy",
+        "scheduler": "healthy",
+        "triggerer": "healthy",
+    }
+    assert (airflow.secrets_file.stat().st_mode & 0o777) == 0o600
+    assert airflow.api("GET", "importErrors")["total_entries"] == 0
+
+
+def test_the_loads_datasets_start_the_transform_and_every_model_is_green(
+    pipeline_run: PipelineRun, local_stack: LocalStack, csv_rows: dict, dbt_manifest: Path
+):
+    assert pipeline_run.load["state"] == pipeline_run.transform["state"] == "success"
+    assert pipeline_run.transform["run_type"] == "dataset_triggered"
+    dbt_tasks = {
+        ti["task_id"].removeprefix("dbt_movielens."): ti["state"]
+        for ti in pipeline_run.task_instances[TRANSFORM_DAG]
+        if ti["task_id"].startswith("dbt_movielens.")
+    }
+    # WATCHER: one `dbt build` producer, and a watcher of every model's run and tests.
+    assert dbt_tasks["dbt_producer_watcher"] == "success"
+    models = project_models(dbt_manifest)
+    assert {f"{model}.run" for model in models} <= set(dbt_tasks)
+    assert set(dbt_tasks.values()) == {"success"}
+    ((movies,),) = local_stack.query(
+        "warehouse", "select count(*) from analytics.analytics_movie_insights"
+    )
+    assert movies == len(csv_rows["movies"])
+
+
+def test_the_ui_shows_both_dags_and_every_model_green(
+    airflow: LocalAirflow, pipeline_run: PipelineRun, dbt_manifest: Path, tmp_path: Path
+):
+    screenshot = tmp_path / "transform-graph.png"
+    states = check_ui(airflow, screenshot)
+
+    for model in project_models(dbt_manifest):
+        assert states[f"dbt_movielens.{model}"] == "success", model
+    assert states["summarize_run"] == "success"
+    with screenshot.open("rb") as image:
+        header = image.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) >= (1200, 800)
+
+
+def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
+    airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
+):
+    failing = f"dbt_movielens.{FAILING_MODEL}.run"
+    local_stack.query("warehouse", PLANT_FAILURE)
+    try:
+        run_id = airflow.trigger(TRANSFORM_DAG)
+        first = wait_for_task(airflow, run_id, failing, {"up_for_retry", "failed"})
+    finally:
+        local_stack.query("warehouse", "drop event trigger if exists movielens_test_failure")
+
+    # The model's own task failed, with dbt's error in its log. Besides it, only the producer
+    # (the `dbt build` that hit the error) is marked for a retry.
+    assert first["state"] == "up_for_retry"
+    log = airflow.task_log(TRANSFORM_DAG, run_id, failing, 1)
+    assert f"Database Error in model {FAILING_MODEL}" in log
+    assert f"planted failure: {FAILING_MODEL} may not be created" in log
+    failed = {
+        ti["task_id"]
+        for ti in airflow.task_instances(TRANSFORM_DAG, run_id)
+        if ti["state"] in ("failed", "up_for_retry")
+    }
+    assert failed <= {failing, "dbt_movielens.dbt_producer_watcher"}
+
+    # Its retry builds that model alone, and the run completes.
+    run = airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout=600)
+    retry = airflow.task_log(TRANSFORM_DAG, run_id, failing, 2)
+    assert f"'run', '--select', 'fqn:movielens_redshift.{FAILING_SCHEMA}.{FAILING_MODEL}'" in retry
+    assert "Finished running 1 table model" in retry
+    assert run["state"] == "success"
+
+    # And a new run of the DAG is green from end to end.
+    rerun = airflow.wait_for_run(TRANSFORM_DAG, airflow.trigger(TRANSFORM_DAG), timeout=600)
+    assert rerun["state"] == "success"
+
+
+def project_models(dbt_manifest: Path) -> set[str]:
+    import json
+
+    nodes = json.loads(dbt_manifest.read_text())["nodes"].values()
+    return {node["name"] for node in nodes if node["resource_type"] == "model"}
+
+
+def wait_for_task(
+    airflow: LocalAirflow, run_id: str, task_id: str, states: set[str], timeout: float = 300
+) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ti in airflow.task_instances(TRANSFORM_DAG, run_id):
+            if ti["task_id"] == task_id and ti["state"] in states:
+                return ti
+        time.sleep(0.5)
+    raise AssertionError(f"{task_id} of {run_id} did not reach {states} in {timeout} s")

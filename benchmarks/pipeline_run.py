@@ -5,8 +5,9 @@
 1. On a private stack and a private local Airflow (webserver, scheduler, triggerer), for each
    round and for each Cosmos execution mode in turn (the scheduler restarted with
    ``[movielens] dbt_execution_mode``): trigger the load, let its Datasets start the
-   transform, and time every hop from the task instances (``localdev.demo``). Prints each
-   round and the medians side by side.
+   transform, and time every hop from the task instances (``localdev.demo``). Meanwhile the
+   resident memory (VmRSS) of every Airflow task process and every dbt process is sampled
+   from /proc every 0.2 s. Prints each round and the medians side by side.
 2. ``--fresh-clone``: ``git clone`` of this repository's HEAD into a new folder, then
    ``make demo`` there on free ports, timed from the clone to the printed summary (the pip
    cache is whatever this machine has; the data ships with the repository, so no GroupLens).
@@ -20,7 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from localdev import REPO_ROOT
@@ -31,6 +34,35 @@ from localdev.stack import free_port, private_stack
 
 MODES = ("watcher", "local")
 TOTAL = "load triggered -> analytics done"
+# Process kinds by what their command line holds (Airflow names a task's processes so).
+PROCESS_KINDS = {"dbt": "/bin/dbt ", "Airflow task": "airflow task"}
+
+
+class MemorySampler(threading.Thread):
+    """Peak VmRSS (MiB) of one process of each kind, and of all of a kind at once."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak_one: dict[str, float] = defaultdict(float)
+        self.peak_all: dict[str, float] = defaultdict(float)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            totals: dict[str, float] = defaultdict(float)
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                    rss_kib = int(status.read_text().split("VmRSS:")[1].split()[0])
+                except (OSError, IndexError, ValueError):
+                    continue  # ended, or a kernel thread
+                for kind, marker in PROCESS_KINDS.items():
+                    if marker.encode() in cmdline:
+                        self.peak_one[kind] = max(self.peak_one[kind], rss_kib / 1024)
+                        totals[kind] += rss_kib / 1024
+            for kind, total in totals.items():
+                self.peak_all[kind] = max(self.peak_all[kind], total)
 
 
 def mode_rounds(repeat: int) -> dict[str, list[dict[str, float]]]:
@@ -53,11 +85,17 @@ def mode_rounds(repeat: int) -> dict[str, list[dict[str, float]]]:
                 )
                 airflow.stop()
                 airflow.start()
+                sampler = MemorySampler()
+                sampler.start()
                 try:
                     run = run_through_scheduler(airflow)
                 finally:
+                    sampler.done.set()
                     airflow.stop()
                 hops = {**run.hop_seconds(), TOTAL: run.total_seconds}
+                for kind in PROCESS_KINDS:
+                    hops[f"peak MiB, one {kind} process"] = sampler.peak_one[kind]
+                    hops[f"peak MiB, all {kind} processes"] = sampler.peak_all[kind]
                 rounds[mode].append(hops)
                 print(
                     f"round {round_} {mode:8} {TOTAL} {hops[TOTAL]:6.1f} s,"
@@ -102,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = fresh_clone_demo()
         print(f"fresh clone -> `make demo` finished: {seconds:.0f} s ({seconds / 60:.1f} min)\n")
     rounds = mode_rounds(args.repeat)
-    print(f"\nMedian of {args.repeat} rounds, seconds (ml-latest-small, local scheduler):")
+    print(f"\nMedian of {args.repeat} rounds (ml-latest-small, local scheduler; seconds, or MiB):")
     print(f"  {'hop':40} " + " ".join(f"{mode.upper():>8}" for mode in MODES))
     for hop in rounds[MODES[0]][0]:
         medians = [statistics.median(r[hop] for r in rounds[mode]) for mode in MODES]

@@ -44,8 +44,9 @@ def dag_dbt_movielens_zeroetl_cosmos() -> None:
 
     @task
     def ensure_analytics_database() -> str:
-        """Create the analytics database (Redshift) or schema (local) that dbt writes to."""
-        return RUNTIME.ensure_analytics_database()
+        """Check that the worker has dbt, then create the analytics database (Redshift) or
+        schema (local) that dbt writes to."""
+        return pipeline.prepare_dbt(RUNTIME)
 
     @task
     def summarize_run() -> dict:

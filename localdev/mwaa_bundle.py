@@ -38,12 +38,17 @@ from pathlib import Path
 from typing import Any
 
 from localdev import REPO_ROOT
-from localdev.airflow_env import airflow_base_env, dagbag_report, without_airflow_settings
+from localdev.airflow_env import (
+    DBT_VENV,
+    airflow_base_env,
+    dagbag_report,
+    without_airflow_settings,
+)
 
 BUILD_ROOT = REPO_ROOT / "build"
 BUILD_DIR = BUILD_ROOT / "mwaa"
 DBT_PROJECT = REPO_ROOT / "dbt" / "movielens_redshift"
-DBT_PROJECT_PARTS = ("dbt_project.yml", "models", "macros", "tests", "target/manifest.json")
+DBT_PROJECT_PARTS = ("dbt_project.yml", "models", "macros", "tests")
 DBT_LOCK = REPO_ROOT / "requirements" / "dbt-venv.txt"
 STARTUP_SCRIPT = REPO_ROOT / "startup.sh"
 VERSIONED_OBJECTS = {
@@ -458,13 +463,14 @@ def build_bundle(out_dir: Path | None = None, target: Target = TARGETS[DEFAULT_T
     for dag_file in sorted((REPO_ROOT / "dags").glob("*.py")):
         shutil.copy2(dag_file, dags / dag_file.name)
     project = dags / "dbt" / "movielens_redshift"
+    project.mkdir(parents=True)
     for part in DBT_PROJECT_PARTS:
         source = DBT_PROJECT / part
         if source.is_dir():
             shutil.copytree(source, project / part)
         else:
-            (project / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, project / part)
+    parse_for_redshift(project / "target")
     with zipfile.ZipFile(out_dir / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as plugins:
         for path in sorted((REPO_ROOT / "plugins").rglob("*.py")):
             plugins.write(path, path.relative_to(REPO_ROOT / "plugins").as_posix())
@@ -479,6 +485,32 @@ def build_bundle(out_dir: Path | None = None, target: Target = TARGETS[DEFAULT_T
     shutil.copy2(STARTUP_SCRIPT, out_dir / "startup.sh")
     check_bundle(out_dir, target)
     return out_dir
+
+
+def parse_for_redshift(target_path: Path) -> Path:
+    """``dbt parse`` of the project for the Redshift target (no connection is made): the
+    manifest Cosmos renders the DAG from on MWAA, its sources in ``movielens_raw``.
+
+    dbt's partial-parse file is not shipped: dbt reuses it only for the same connection
+    settings (host, user, database...), which are the environment's, not known here; Cosmos
+    keeps the first parse on each worker instead.
+    """
+    result = subprocess.run(
+        [
+            str(DBT_VENV / "bin" / "dbt"),
+            *("parse", "--quiet", "--target", "redshift"),
+            *("--profiles-dir", str(DBT_PROJECT), "--project-dir", str(DBT_PROJECT)),
+            *("--target-path", str(target_path)),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BundleError(f"dbt parse for Redshift failed:\n{result.stdout[-3000:]}")
+    for generated in target_path.iterdir():
+        if generated.name != "manifest.json":
+            generated.unlink()
+    return target_path / "manifest.json"
 
 
 def check_bundle(bundle: Path, target: Target = TARGETS[DEFAULT_TARGET]) -> None:

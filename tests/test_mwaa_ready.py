@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -92,7 +93,11 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path):
         "requirements.txt",
         "startup.sh",
     ]
-    assert (bundle / "dags/dbt/movielens_redshift/target/manifest.json").is_file()
+    # The manifest is parsed for the Redshift target: sources in the zero-ETL database.
+    manifest = json.loads((bundle / "dags/dbt/movielens_redshift/target/manifest.json").read_text())
+    assert {source["database"] for source in manifest["sources"].values()} == {"movielens_raw"}
+    assert manifest["metadata"]["adapter_type"] == "redshift"
+    assert os.listdir(bundle / "dags/dbt/movielens_redshift/target") == ["manifest.json"]
     assert not list(bundle.rglob("profiles.yml")), "profiles come from Airflow connections"
     entries = zip_entries(bundle)
     assert "movielens_pipeline/__init__.py" in entries

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from movielens_pipeline.compat import AirflowSkipException
+from movielens_pipeline.compat import AirflowFailException, AirflowSkipException
 from movielens_pipeline.connections import source_connection, warehouse_connection
 from movielens_pipeline.db import autocommit, count_rows, fetch_all
 from movielens_pipeline.names import SOURCE_DATABASE, SOURCE_SCHEMA
@@ -61,6 +62,23 @@ def reconcile_replica_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
         )
         raise ReconciliationError(f"Row counts differ: {detail}")
     return {"source": source_rows, "replica": replica_rows}
+
+
+def prepare_dbt(runtime: Runtime) -> str:
+    """Check that this worker has dbt, then create where dbt writes (idempotent).
+
+    On MWAA, startup.sh builds dbt's venv on each worker; when that failed it says why in
+    ``MOVIELENS_DBT_VENV_ERROR``, and the run stops here rather than in every dbt task.
+    """
+    dbt = runtime.settings.dbt_executable_path
+    if not dbt.is_file():
+        reason = os.environ.get("MOVIELENS_DBT_VENV_ERROR") or "nothing built it"
+        raise AirflowFailException(
+            f"No dbt at {dbt} ([movielens] dbt_executable_path) on this worker: {reason}. "
+            "See the worker's startup-script log; on MWAA, update the environment with a "
+            "plugins.zip that holds wheels/dbt (`make deploy`) to rebuild it."
+        )
+    return runtime.ensure_analytics_database()
 
 
 def run_summary(runtime: Runtime) -> dict[str, Any]:

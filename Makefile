@@ -117,6 +117,10 @@ airflow: venvs dbt-manifest ## Start the local stack and a real Airflow (webserv
 airflow-stop: ## Stop the local Airflow and the stack (their data stays in .local/)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.airflow_local stop; fi
 
+.PHONY: dbt-docs
+dbt-docs: venvs ## Serve the dbt docs site the transform DAG published (http://127.0.0.1:8081, MOVIELENS_DBT_DOCS_PORT)
+	$(AIRFLOW_PY) -m localdev.dbt_docs
+
 .PHONY: demo
 demo: venvs ## Set up everything, start the local Airflow and run both DAGs through its scheduler (MOVIELENS_ARCHIVE=path: another archive)
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")

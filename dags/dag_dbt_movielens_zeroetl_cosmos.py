@@ -1,4 +1,5 @@
-"""Transform: wait for zero-ETL to catch up, reconcile, run dbt through Cosmos, summarise.
+"""Transform: wait for zero-ETL to catch up, reconcile, run dbt through Cosmos, summarise,
+publish the dbt docs.
 
 Runs daily, and whenever ``dag_movielens_load_aurora`` updates the Aurora tables. It does
 not need a load before it: zero-ETL replicates whatever the application writes to Aurora.
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 from movielens_pipeline import pipeline
 from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, cron_or_datasets_schedule, dag, task
-from movielens_pipeline.dbt_config import movielens_dbt_task_group
+from movielens_pipeline.dbt_config import movielens_dbt_task_group, publish_dbt_docs
 from movielens_pipeline.names import AWS_CONN_ID
 from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
@@ -70,7 +71,7 @@ def dag_dbt_movielens_zeroetl_cosmos() -> None:
         reconcile_replica_counts(),
         ensure_analytics_database(),
         movielens_dbt_task_group(RUNTIME),
-        summarize_run(),
+        [summarize_run(), publish_dbt_docs(RUNTIME)],
     )
 
 

@@ -4,6 +4,7 @@ model as that model's failed task and rebuilds only it on retry; the UI in a bro
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from localdev.airflow_local import LocalAirflow
+from localdev.dbt_docs import fetch_site
 from localdev.demo import TRANSFORM_DAG, PipelineRun, run_through_scheduler
 from localdev.stack import LocalStack, free_port
 from localdev.ui_check import check_ui
@@ -90,6 +92,21 @@ def test_the_loads_datasets_start_the_transform_and_every_model_is_green(
     assert movies == len(csv_rows["movies"])
 
 
+def test_the_dbt_docs_site_is_published_for_analysts(
+    pipeline_run: PipelineRun, local_stack: LocalStack, dbt_manifest: Path, tmp_path: Path
+):
+    site = fetch_site(local_stack, tmp_path / "site")
+    assert "<html" in (site / "index.html").read_text()[:2000].lower()
+    catalog = json.loads((site / "catalog.json").read_text())
+    documented = {node["metadata"]["name"] for node in catalog["nodes"].values()}
+    assert project_models(dbt_manifest) <= documented
+    lineage = json.loads((site / "manifest.json").read_text())["parent_map"]
+    assert (
+        "model.movielens_redshift.int_user_profiles"
+        in lineage["model.movielens_redshift.analytics_user_engagement"]
+    )
+
+
 def test_the_ui_shows_both_dags_and_every_model_green(
     airflow: LocalAirflow, pipeline_run: PipelineRun, dbt_manifest: Path, tmp_path: Path
 ):
@@ -142,8 +159,6 @@ def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
 
 
 def project_models(dbt_manifest: Path) -> set[str]:
-    import json
-
     nodes = json.loads(dbt_manifest.read_text())["nodes"].values()
     return {node["name"] for node in nodes if node["resource_type"] == "model"}
 

@@ -22,7 +22,9 @@ from cosmos import (
     TestBehavior,
 )
 from cosmos.constants import InvocationMode, TestIndirectSelection
+from cosmos.operators import DbtDocsS3Operator
 
+from movielens_pipeline.names import AWS_CONN_ID, DBT_DOCS_PREFIX
 from movielens_pipeline.runtime import Runtime
 
 DBT_PROFILE_NAME = "movielens_redshift"
@@ -74,6 +76,15 @@ def _stale_models(project_dir: Path, nodes: dict) -> list[str]:
     return stale
 
 
+def profile_config(runtime: Runtime) -> ProfileConfig:
+    """dbt's profile from the warehouse's Airflow connection."""
+    return ProfileConfig(
+        profile_name=DBT_PROFILE_NAME,
+        target_name=runtime.dbt_target,
+        profile_mapping=runtime.dbt_profile_mapping(),
+    )
+
+
 def movielens_dbt_task_group(
     runtime: Runtime, load_method: LoadMode = LoadMode.DBT_MANIFEST
 ) -> DbtTaskGroup:
@@ -88,11 +99,7 @@ def movielens_dbt_task_group(
             project_name=DBT_PROFILE_NAME,
             install_dbt_deps=False,
         ),
-        profile_config=ProfileConfig(
-            profile_name=DBT_PROFILE_NAME,
-            target_name=runtime.dbt_target,
-            profile_mapping=runtime.dbt_profile_mapping(),
-        ),
+        profile_config=profile_config(runtime),
         render_config=RenderConfig(
             load_method=load_method,
             dbt_executable_path=settings.dbt_executable_path,
@@ -121,4 +128,21 @@ def movielens_dbt_task_group(
             "retry_delay": timedelta(seconds=30),
             "dbt_cmd_flags": list(runtime.dbt_flags),
         },
+    )
+
+
+def publish_dbt_docs(runtime: Runtime) -> DbtDocsS3Operator:
+    """``dbt docs generate``, and its site (index.html, manifest.json, catalog.json) copied to
+    s3://<dbt_docs_bucket>/dbt-docs/, where analysts browse models, tests and lineage."""
+    settings = runtime.settings
+    return DbtDocsS3Operator(
+        task_id="publish_dbt_docs",
+        project_dir=str(settings.dbt_project_dir),
+        profile_config=profile_config(runtime),
+        dbt_executable_path=str(settings.dbt_executable_path),
+        invocation_mode=InvocationMode.SUBPROCESS,
+        install_deps=False,
+        connection_id=AWS_CONN_ID,
+        bucket_name=settings.dbt_docs_bucket,
+        folder_dir=DBT_DOCS_PREFIX,
     )

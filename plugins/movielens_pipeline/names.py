@@ -18,4 +18,6 @@ ANALYTICS_DATABASE = "analytics_movie_insights"
 ANALYTICS_SCHEMA = "analytics"
 
 DEFAULT_RAW_BUCKET = "data-handson-mds-raw-dev"
+# Where the dbt docs site is published, in the [movielens] dbt_docs_bucket.
+DBT_DOCS_PREFIX = "dbt-docs"
 DEFAULT_REGION = "us-east-1"

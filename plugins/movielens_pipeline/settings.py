@@ -26,6 +26,7 @@ def _option(key: str, default: str) -> str:
 class Settings:
     runtime: str
     raw_bucket: str
+    dbt_docs_bucket: str
     region: str
     dataset: str
     archive: str
@@ -50,9 +51,11 @@ def load_settings() -> Settings:
             f"[movielens] runtime is {runtime!r}; set it to {RUNTIME_AWS!r} (MWAA) or "
             f"{RUNTIME_LOCAL!r} (local stack)"
         )
+    raw_bucket = _option("raw_bucket", DEFAULT_RAW_BUCKET)
     return Settings(
         runtime=runtime,
-        raw_bucket=_option("raw_bucket", DEFAULT_RAW_BUCKET),
+        raw_bucket=raw_bucket,
+        dbt_docs_bucket=_option("dbt_docs_bucket", raw_bucket),
         region=_option("region", DEFAULT_REGION),
         dataset=_option("dataset", "ml-latest-small"),
         archive=_option("archive", ""),

@@ -137,6 +137,10 @@ bench-dag-costs: venvs ## DagBag parse time (manifest vs dbt ls) and the dbt par
 bench-pipeline: venvs ## Both DAGs under the local scheduler, Cosmos WATCHER vs LOCAL side by side (BENCH_ARGS="--repeat 3 --fresh-clone")
 	$(AIRFLOW_PY) -m benchmarks.pipeline_run $(BENCH_ARGS)
 
+.PHONY: bench-scale
+bench-scale: venvs ## Both DAGs at ml-latest-small, 1M, 5M and 25M ratings: time per hop, memory, disk, chart (BENCH_ARGS="--sizes 1000000")
+	$(AIRFLOW_PY) -m benchmarks.scale $(BENCH_ARGS)
+
 .PHONY: bench-startup
 bench-startup: $(WHEELHOUSE)/2.10.3/.complete ## startup.sh sourced as MWAA does it: seconds to build the dbt venv from the wheelhouse (BENCH_ARGS=--runs 5)
 	$(AIRFLOW_PY) -m benchmarks.startup_script $(BENCH_ARGS)

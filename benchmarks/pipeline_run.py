@@ -39,11 +39,15 @@ PROCESS_KINDS = {"dbt": "/bin/dbt ", "Airflow task": "airflow task"}
 
 
 class MemorySampler(threading.Thread):
-    """Peak VmRSS (MiB) of one process of each kind, and of all of a kind at once."""
+    """Peak VmRSS (MiB) of one process of each kind, and of all of a kind at once.
 
-    def __init__(self, interval: float = 0.2) -> None:
+    ``kinds`` adds {kind: command-line marker} to the Airflow task and dbt processes.
+    """
+
+    def __init__(self, interval: float = 0.2, kinds: dict[str, str] | None = None) -> None:
         super().__init__(daemon=True)
         self.interval = interval
+        self.kinds = {**PROCESS_KINDS, **(kinds or {})}
         self.peak_one: dict[str, float] = defaultdict(float)
         self.peak_all: dict[str, float] = defaultdict(float)
         self.done = threading.Event()
@@ -57,7 +61,7 @@ class MemorySampler(threading.Thread):
                     rss_kib = int(status.read_text().split("VmRSS:")[1].split()[0])
                 except (OSError, IndexError, ValueError):
                     continue  # ended, or a kernel thread
-                for kind, marker in PROCESS_KINDS.items():
+                for kind, marker in self.kinds.items():
                     if marker.encode() in cmdline:
                         self.peak_one[kind] = max(self.peak_one[kind], rss_kib / 1024)
                         totals[kind] += rss_kib / 1024

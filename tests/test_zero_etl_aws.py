@@ -72,6 +72,9 @@ class FakeRedshift:
             ]
         elif "from pg_database" in sql:
             self._rows = [(1,)] if parameters[0] in self.databases else []
+        elif "from svv_integration where integration_id" in sql:
+            assert parameters == (INTEGRATION_ID,)
+            self._rows = [("CdcRefreshState   ", 1250, 4, 0)]
         elif "from svv_integration where target_database" in sql:
             self._rows = [(f"{self.bound_to:<40}",)] if parameters[0] in self.databases else []
         elif sql.startswith("select count(*) from "):
@@ -278,3 +281,14 @@ def test_replica_database_check_needs_a_superuser(rds):
 def test_missing_integration_arn_is_a_clear_error():
     with pytest.raises(ReplicationFailed, match=r"\[movielens\] integration_arn"):
         AuroraZeroEtlIntegration(lambda: None, lambda: None, lambda: None, "")
+
+
+def test_backlog_reports_the_integrations_state_and_lag(rds):
+    client, _ = rds
+    assert watcher(client, FakeRedshift()).backlog() == {
+        "integration": INTEGRATION_ID,
+        "state": "CdcRefreshState",
+        "current_lag_ms": 1250,
+        "tables_replicated": 4,
+        "tables_failed": 0,
+    }

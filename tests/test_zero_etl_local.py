@@ -86,6 +86,30 @@ def test_disabled_subscription_fails_at_once_saying_how_to_enable_it(local_stack
     local_stack.wait_until_replicated()
 
 
+def test_a_replica_that_is_down_shows_as_a_growing_backlog_on_the_source(local_stack):
+    replication = local_stack.replication()
+    local_stack.wait_until_replicated()
+    assert replication.backlog()["active"] is True
+    local_stack.query("warehouse", f"alter subscription {LOCAL_SUBSCRIPTION} disable")
+    try:
+        before = replication.backlog()
+        local_stack.query(
+            "source",
+            "insert into movielens_database.tags select 1, 1, 'backlog ' || n, n"
+            " from generate_series(1, 5000) as n",
+        )
+        after = replication.backlog()
+        assert after["slot"] == LOCAL_SUBSCRIPTION
+        assert after["active"] is False
+        assert after["retained_wal_bytes"] > before["retained_wal_bytes"] + 100_000
+    finally:
+        local_stack.query(
+            "source", "delete from movielens_database.tags where tag like 'backlog %'"
+        )
+        local_stack.query("warehouse", f"alter subscription {LOCAL_SUBSCRIPTION} enable")
+    local_stack.wait_until_replicated(timeout=60)
+
+
 def test_conflicting_row_on_the_replica_fails_the_check_with_what_to_do(local_stack: LocalStack):
     replication = local_stack.replication()
     check = replication.start_check()

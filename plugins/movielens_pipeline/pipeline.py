@@ -100,6 +100,7 @@ def run_summary(runtime: Runtime) -> dict[str, Any]:
             " order by rating_count desc, movie_id limit 5",
         )
     summary = {
+        "replication_backlog": runtime.replication().backlog(),
         "replica_rows": replica,
         "analytics_rows": analytics_rows,
         "top_movies": [

@@ -55,9 +55,12 @@ class ZeroEtlCatchUpSensor(RdsBaseSensor):
         return RdsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def poke(self, context: Any) -> PokeReturnValue:
-        status = self.replication(rds_client=lambda: self.hook.conn).poll(self.check)
+        replication = self.replication(rds_client=lambda: self.hook.conn)
+        status = replication.poll(self.check)
         self.log.info("Zero-ETL: %s", status.detail)
         if not status.caught_up:
+            # A backlog that keeps growing here is a replica that is down, not a slow one.
+            self.log.info("Held back for the replica: %s", replication.backlog())
             return PokeReturnValue(is_done=False)
         caught_up_at = time.time()
         lag = {"lag_seconds": round(caught_up_at - self.check["started_at"], 3)}

@@ -78,6 +78,9 @@ class Replication(Protocol):
     def replica_counts(self) -> dict[str, int]:
         """Row counts of the four replicated tables."""
 
+    def backlog(self) -> dict[str, Any]:
+        """What the source holds back for the replica (its growth shows a replica that is down)."""
+
 
 class LocalLogicalReplication:
     """PostgreSQL logical replication standing in for zero-ETL (pgoutput, two servers)."""
@@ -190,6 +193,21 @@ class LocalLogicalReplication:
     def replica_counts(self) -> dict[str, int]:
         with autocommit(self._warehouse()) as warehouse:
             return count_rows(warehouse, self.replica_qualifier)
+
+    def backlog(self) -> dict[str, Any]:
+        """WAL the source keeps for the subscription's slot (Aurora's ReplicationSlotDiskUsage
+        counterpart), and whether the subscriber is connected to it."""
+        with autocommit(self._source()) as source:
+            rows = fetch_all(
+                source,
+                "select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,"
+                " active from pg_replication_slots where slot_name = %s",
+                (LOCAL_SUBSCRIPTION,),
+            )
+        if not rows:
+            return {"slot": None}
+        retained, active = rows[0]
+        return {"slot": LOCAL_SUBSCRIPTION, "retained_wal_bytes": int(retained), "active": active}
 
     @staticmethod
     def _error_count(warehouse: PgConnection) -> int:
@@ -362,6 +380,28 @@ class AuroraZeroEtlIntegration:
     def replica_counts(self) -> dict[str, int]:
         with autocommit(self._warehouse()) as warehouse:
             return count_rows(warehouse, self.replica_qualifier)
+
+    def backlog(self) -> dict[str, Any]:
+        """The integration's state and current lag (ms) as SVV_INTEGRATION reports them; the
+        source's ReplicationSlotDiskUsage is a CloudWatch metric (operations.yaml alarms on it)."""
+        with autocommit(self._warehouse()) as warehouse:
+            _require_superuser(warehouse, "SVV_INTEGRATION")
+            rows = fetch_all(
+                warehouse,
+                "select state, current_lag, total_tables_replicated, total_tables_failed"
+                " from svv_integration where integration_id = %s",
+                (self.integration_id,),
+            )
+        if not rows:
+            return {"integration": self.integration_id, "state": None}
+        state, lag_ms, replicated, failed = rows[0]
+        return {
+            "integration": self.integration_id,
+            "state": state.strip(),
+            "current_lag_ms": lag_ms,
+            "tables_replicated": replicated,
+            "tables_failed": failed,
+        }
 
 
 def _require_superuser(warehouse: Any, view: str) -> None:

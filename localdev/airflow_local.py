@@ -103,6 +103,9 @@ class LocalAirflow:
         started = [name for name in COMPONENTS if self._pid(name) is None]
         if started:
             self._run(["db", "migrate"], env)
+            # The DAGs as they are now, before the scheduler creates runs from older copies
+            # (a changed setting can change the DAG's tasks, e.g. the dbt execution mode).
+            self._run(["dags", "reserialize"], env)
             if not (self.home / ".admin").is_file():
                 self._create_admin(env)
             if "webserver" in started and port_open(self.port):

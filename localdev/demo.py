@@ -85,7 +85,7 @@ def run_through_scheduler(airflow: LocalAirflow, timeout: float = 900) -> Pipeli
     deadline = time.monotonic() + timeout
     load = airflow.wait_for_run(LOAD_DAG, airflow.trigger(LOAD_DAG), timeout)
     if load["state"] != "success":
-        raise AirflowError(f"{LOAD_DAG} run {load['dag_run_id']} {load['state']}: see its logs")
+        raise AirflowError(_failure(airflow, LOAD_DAG, load))
     while not (
         started := [
             run
@@ -100,9 +100,7 @@ def run_through_scheduler(airflow: LocalAirflow, timeout: float = 900) -> Pipeli
         TRANSFORM_DAG, started[-1]["dag_run_id"], deadline - time.monotonic()
     )
     if transform["state"] != "success":
-        raise AirflowError(
-            f"{TRANSFORM_DAG} run {transform['dag_run_id']} {transform['state']}: see its logs"
-        )
+        raise AirflowError(_failure(airflow, TRANSFORM_DAG, transform))
     return PipelineRun(
         load,
         transform,
@@ -110,6 +108,19 @@ def run_through_scheduler(airflow: LocalAirflow, timeout: float = 900) -> Pipeli
             dag_id: airflow.task_instances(dag_id, run["dag_run_id"])
             for dag_id, run in ((LOAD_DAG, load), (TRANSFORM_DAG, transform))
         },
+    )
+
+
+def _failure(airflow: LocalAirflow, dag_id: str, run: dict) -> str:
+    """Which tasks of a run failed, and where their logs are."""
+    failed = [
+        task["task_id"]
+        for task in airflow.task_instances(dag_id, run["dag_run_id"])
+        if task["state"] in ("failed", "upstream_failed")
+    ]
+    return (
+        f"{dag_id} run {run['dag_run_id']} {run['state']}; tasks failed: {', '.join(failed)}. "
+        f"Their logs: {airflow.url}/dags/{dag_id}/grid or {airflow.home / 'logs'}"
     )
 
 

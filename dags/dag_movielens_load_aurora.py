@@ -1,5 +1,9 @@
 """Seed Aurora: MovieLens CSVs -> S3 raw bucket -> Aurora PostgreSQL, then publish Datasets.
 
+Changed CSVs are staged in S3 and each is promoted to ``movielens/<table>/<table>.csv``
+only once its table's load has committed: a file that fails to load leaves both the table's
+rows and the last good object in place. Unchanged CSVs are neither staged nor reloaded.
+
 Zero-ETL replicates whatever lands in Aurora; ``dag_dbt_movielens_zeroetl_cosmos`` runs
 when the Datasets this DAG publishes are updated.
 """
@@ -45,8 +49,9 @@ def dag_movielens_load_aurora() -> None:
         autocommit=True,
         do_xcom_push=False,
     )
-    # One load per table, each with its own connection: the four run in parallel under
-    # MWAA's executor (benchmarks/ingestion.py measures concurrent against sequential).
+    # One load (then promotion) per table, each with its own connection: the four run in
+    # parallel under MWAA's executor (benchmarks/ingestion.py measures concurrent against
+    # sequential), and one bad file holds back only its own table.
     loads = S3ToAuroraTableOperator.partial(
         task_id="load_aurora_table",
         runtime=RUNTIME,

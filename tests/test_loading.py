@@ -1,4 +1,9 @@
-"""Loads from S3 into Aurora: one transaction per table, and the last good rows survive."""
+"""Loads from S3 into Aurora: one transaction per table, and the last good data survives.
+
+A bad file leaves both the table's previous rows and the raw bucket's last good object
+(movielens/<table>/<table>.csv): new files are staged and promoted only after their load
+commits.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -18,10 +24,14 @@ from movielens_pipeline.loading import (
     AuroraS3Import,
     LoadError,
     StreamedCopyImport,
+    TableImport,
+    load_and_promote,
     load_table,
+    promote,
+    upload_csv,
     upload_csvs,
 )
-from movielens_pipeline.tables import TABLES_BY_NAME, schema_statements
+from movielens_pipeline.tables import TABLES_BY_NAME, Table, schema_statements
 
 RATINGS = TABLES_BY_NAME["ratings"]
 GOOD_RATINGS = b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n"
@@ -68,58 +78,6 @@ def test_streamed_copy_replaces_rows_and_is_idempotent(aurora, s3_hook, local_st
     assert [(u, m, float(r)) for u, m, r in ratings_rows(aurora)] == [(1, 1, 4.0), (1, 3, 4.5)]
 
 
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (b"userId,movieId,rating,timestamp\n1,1,7,964982703\n", "ratings_rating_check"),
-        (b"userId,movieId,rating,timestamp\nx,1,4.0,964982703\n", 'line 2, column user_id: "x"'),
-        (
-            b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,1,3.0,964982704\n",
-            "duplicate key",
-        ),
-        (b"userId,movieId,rating,timestamp\n1,1,4.0\n", "line 2"),
-        (b"userId,movieId,rating,timestamp\n1,1,4.0,964982703,extra\n", "extra data after last"),
-        (b"userId,movieId,rating,timestamp\n1,1,4.0,9649\xff2703\n", "UTF8"),
-        (
-            # Cut mid-value: the last line would parse as a wrong but valid row.
-            b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,96498",
-            "ends without a newline after 63 bytes: its last line is cut",
-        ),
-        (b"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.", "its last line is cut"),
-        (b"", "is empty (0 bytes)"),
-        (b"userId,movieId,rating,timestamp\n", "holds no rows (empty, or a header only)"),
-    ],
-    ids=[
-        "rating-of-7",
-        "non-numeric-id",
-        "duplicate-key",
-        "missing-column",
-        "extra-column",
-        "bad-utf8",
-        "truncated-last-line",
-        "truncated-mid-number",
-        "empty-file",
-        "header-only",
-    ],
-)
-def test_bad_file_rolls_back_and_keeps_the_last_good_rows(
-    aurora, s3_hook, local_stack, body: bytes, expected: str
-):
-    put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
-    load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
-    before = ratings_rows(aurora)
-    put(s3_hook, local_stack.bucket, "test/bad.csv", body)
-
-    with pytest.raises(LoadError) as error:
-        load_ratings(aurora, s3_hook, local_stack.bucket, "test/bad.csv")
-
-    message = str(error.value)
-    assert "movielens_database.ratings" in message and "test/bad.csv" in message
-    assert expected in message
-    assert "rolled back" in message
-    assert ratings_rows(aurora) == before
-
-
 def test_missing_object_is_named_and_changes_nothing(aurora, s3_hook, local_stack):
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
@@ -160,25 +118,33 @@ create or replace function aws_commons.create_s3_uri(text, text, text)
   as $f$ select row($1, $2, $3)::aws_commons._s3_uri_1 $f$;
 create table if not exists aws_s3.calls (table_name text, column_list text, options text,
   s3_info aws_commons._s3_uri_1, rows_before bigint);
+create table if not exists aws_s3.on_import (file_path text primary key, statement text);
 create or replace function aws_s3.table_import_from_s3(
   table_name text, column_list text, options text, s3_info aws_commons._s3_uri_1)
   returns text language plpgsql as $f$
-declare rows_before bigint;
+declare rows_before bigint; action text; imported bigint;
 begin
   execute format('select count(*) from %s', table_name) into rows_before;
   insert into aws_s3.calls values (table_name, column_list, options, s3_info, rows_before);
   if s3_info.file_path like '%missing%' then
     raise exception 'HTTP 404. Requested file does not exist.';
   end if;
-  execute format('insert into %s (%s) values (42, 7, 3.5, 1)', table_name, column_list);
-  return '1 rows imported';
+  select statement into action from aws_s3.on_import where file_path = s3_info.file_path;
+  execute coalesce(
+    action, format('insert into %s (%s) values (42, 7, 3.5, 1)', table_name, column_list));
+  get diagnostics imported = row_count;
+  return imported || ' rows imported';
 end $f$;
 """
 
 
 @pytest.fixture
 def fake_aws_s3(aurora) -> Iterator[None]:
-    """Aurora's aws_s3 functions, faked in plain PostgreSQL with their documented signatures."""
+    """Aurora's aws_s3 functions, faked in plain PostgreSQL with their documented signatures.
+
+    A statement registered in ``aws_s3.on_import`` for a key runs instead of the default
+    insert: how a test makes the import fail as Aurora's would, without COPY's line context.
+    """
     with aurora.cursor() as cursor:
         cursor.execute(FAKE_AWS_S3)
     yield
@@ -239,6 +205,9 @@ def test_file_cut_inside_a_quoted_title_rolls_back(aurora, s3_hook, local_stack)
 
     message = str(error.value)
     assert "movielens_database.movies" in message and "unterminated CSV quoted field" in message
+    # PostgreSQL reports line 4, where the file ends; the quote opened on line 3.
+    assert "at line 3:" in message and "the quote opened on line 3 is never closed" in message
+    assert "line 4" not in message
     with aurora.cursor() as cursor:
         cursor.execute("select title from movielens_database.movies order by movie_id")
         assert cursor.fetchall() == [("Toy Story (1995)",), ("Jumanji (1995)",)]
@@ -341,25 +310,38 @@ def synthetic_source(tmp_path) -> MovieLensSource:
 MULTIPART = {"multipart_threshold": 5 << 20, "multipart_chunksize": 5 << 20}
 
 
-def test_upload_stores_sha256_multipart_and_skips_what_is_unchanged(
+def test_upload_stages_with_sha256_multipart_and_skips_what_is_unchanged(
     s3_hook, upload_bucket, synthetic_source, caplog
 ):
     first = upload_csvs(s3_hook, synthetic_source, upload_bucket, transfer_config_args=MULTIPART)
 
-    assert all(info["uploaded"] for info in first.values())
+    assert all(info["uploaded"] and info["staged"] for info in first.values())
     ratings_csv = synthetic_source.path / "ratings.csv"
-    head = s3_hook.head_object("movielens/ratings/ratings.csv", upload_bucket)
-    assert head["Metadata"] == {"sha256": hashlib.sha256(ratings_csv.read_bytes()).hexdigest()}
+    sha256 = hashlib.sha256(ratings_csv.read_bytes()).hexdigest()
+    assert first["ratings"]["key"] == f"movielens/_staged/ratings/{sha256}.csv"
+    head = s3_hook.head_object(first["ratings"]["key"], upload_bucket)
+    assert head["Metadata"] == {"sha256": sha256}
     assert head["ETag"].endswith('-2"')  # two 5 MiB parts: boto3's managed multipart upload
     assert head["ContentLength"] == ratings_csv.stat().st_size == first["ratings"]["bytes"]
+    assert s3_hook.head_object("movielens/ratings/ratings.csv", upload_bucket) is None
+
+    for name, info in first.items():
+        promote(s3_hook, TABLES_BY_NAME[name], upload_bucket, info["key"])
+    head = s3_hook.head_object("movielens/ratings/ratings.csv", upload_bucket)
+    assert head["Metadata"] == {"sha256": sha256}
+    assert head["ContentLength"] == ratings_csv.stat().st_size
+    assert s3_hook.list_keys(upload_bucket, prefix="movielens/_staged/") == []
 
     with caplog.at_level("INFO", logger="movielens_pipeline.loading"):
         second = upload_csvs(
             s3_hook, synthetic_source, upload_bucket, transfer_config_args=MULTIPART
         )
 
-    assert not any(info["uploaded"] for info in second.values())
-    assert second == {name: {**info, "uploaded": False} for name, info in first.items()}
+    assert not any(info["uploaded"] or info["staged"] for info in second.values())
+    assert second == {
+        name: {**info, "key": TABLES_BY_NAME[name].s3_key, "uploaded": False, "staged": False}
+        for name, info in first.items()
+    }
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Skipped")]
     assert len(skipped) == 4
     assert skipped[0].startswith(f"Skipped ratings.csv: s3://{upload_bucket}/movielens/ratings/")
@@ -368,7 +350,8 @@ def test_upload_stores_sha256_multipart_and_skips_what_is_unchanged(
 def test_changed_file_is_uploaded_again(s3_hook, upload_bucket, tmp_path):
     write_synthetic_dataset(tmp_path, 5_000, seed=3)
     source = MovieLensSource("synthetic", tmp_path)
-    upload_csvs(s3_hook, source, upload_bucket)
+    for name, info in upload_csvs(s3_hook, source, upload_bucket).items():
+        promote(s3_hook, TABLES_BY_NAME[name], upload_bucket, info["key"])
     tags_csv = tmp_path / "tags.csv"
     with tags_csv.open("a", encoding="utf-8") as out:
         out.write("999999,1,added later,1600000000\n")
@@ -376,7 +359,272 @@ def test_changed_file_is_uploaded_again(s3_hook, upload_bucket, tmp_path):
     again = upload_csvs(s3_hook, source, upload_bucket)
 
     assert {name for name, info in again.items() if info["uploaded"]} == {"tags"}
+    assert {name for name, info in again.items() if info["staged"]} == {"tags"}
+    promote(s3_hook, TABLES_BY_NAME["tags"], upload_bucket, again["tags"]["key"])
     stored = s3_hook.read_key("movielens/tags/tags.csv", upload_bucket)
     assert stored.encode() == tags_csv.read_bytes()
     head = s3_hook.head_object("movielens/tags/tags.csv", upload_bucket)
     assert head["Metadata"]["sha256"] == hashlib.sha256(tags_csv.read_bytes()).hexdigest()
+
+
+# --- the last good file: stage, load, promote ---------------------------------------------
+
+TAGS = TABLES_BY_NAME["tags"]
+HEADER = b"userId,movieId,rating,timestamp\n"
+
+
+def stage(s3_hook: S3Hook, bucket: str, folder: Path, body: bytes, table: Table = RATINGS) -> dict:
+    """Stage ``body`` as the table's CSV the way the upload task does."""
+    folder.mkdir(exist_ok=True)
+    (folder / table.csv_file).write_bytes(body)
+    return upload_csv(s3_hook, MovieLensSource("test", folder), table, bucket)
+
+
+def promoted(s3_hook: S3Hook, bucket: str, table: Table = RATINGS) -> tuple[bytes, str]:
+    """The promoted object's bytes and its sha256 metadata."""
+    response = s3_hook.get_conn().get_object(Bucket=bucket, Key=table.s3_key)
+    return response["Body"].read(), response["Metadata"]["sha256"]
+
+
+def sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def ratings_xmins(aurora) -> list[str]:
+    """The transactions that wrote the rows: a reload changes them all."""
+    with aurora.cursor() as cursor:
+        cursor.execute("select xmin::text from movielens_database.ratings order by 1")
+        return [xmin for (xmin,) in cursor.fetchall()]
+
+
+@pytest.fixture
+def streamed(s3_hook) -> StreamedCopyImport:
+    return StreamedCopyImport(s3_hook.get_conn())
+
+
+@pytest.fixture
+def loaded_good(aurora, s3_hook, upload_bucket, streamed, tmp_path) -> None:
+    """GOOD_RATINGS loaded and promoted in a bucket of the test's own."""
+    uploaded = stage(s3_hook, upload_bucket, tmp_path / "good", GOOD_RATINGS)
+    assert load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, uploaded) == 2
+    assert promoted(s3_hook, upload_bucket) == (GOOD_RATINGS, sha256(GOOD_RATINGS))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            HEADER + b"1,1,7,964982703\n",
+            [
+                "ratings_rating_check",
+                'at line 2: "1,1,7,964982703"',
+                "Failing row contains (1, 1, 7.0, 964982703)",
+            ],
+        ),
+        (HEADER + b"x,1,4.0,964982703\n", ['line 2, column user_id: "x"']),
+        (
+            HEADER + b"1,1,4.0,964982703\n1,3,4.5,964981247\n1,1,3.0,964982704\n",
+            [
+                "duplicate key",
+                "failed at line 4:",
+                "Key (user_id, movie_id)=(1, 1) already exists",
+                "keep one row per key",
+            ],
+        ),
+        (HEADER + b"1,1,4.0\n", ["line 2"]),
+        (HEADER + b"1,1,4.0,964982703,extra\n", ["extra data after last"]),
+        (HEADER + b"1,1,4.0,9649\xff2703\n", ["UTF8", "at line 2"]),
+        (
+            # Cut mid-value: the last line would parse as a wrong but valid row.
+            HEADER + b"1,1,4.0,964982703\n1,3,4.5,96498",
+            ["ends without a newline after 63 bytes: its last line is cut"],
+        ),
+        (HEADER + b"1,1,4.0,964982703\n1,3,4.", ["its last line is cut"]),
+        (b"", ["is empty (0 bytes)"]),
+        (HEADER, ["holds a header and no rows"]),
+        (
+            HEADER + b'1,1,4.0,964982703\n1,"3,4.5,964981247\n2,1,3.0,964982000\n',
+            ["unterminated CSV quoted field", "at line 3:", "the quote opened on line 3"],
+        ),
+    ],
+    ids=[
+        "rating-of-7",
+        "non-numeric-id",
+        "duplicate-key",
+        "missing-column",
+        "extra-column",
+        "bad-utf8",
+        "truncated-last-line",
+        "truncated-mid-number",
+        "empty-file",
+        "header-only",
+        "unterminated-quote",
+    ],
+)
+def test_bad_file_keeps_the_last_good_rows_and_the_last_good_object(
+    aurora, s3_hook, upload_bucket, streamed, loaded_good, tmp_path, body, expected
+):
+    before = ratings_rows(aurora)
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", body)
+    assert bad["staged"] and bad["key"] == f"movielens/_staged/ratings/{sha256(body)}.csv"
+
+    with pytest.raises(LoadError) as error:
+        load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, bad)
+
+    message = str(error.value)
+    assert "movielens_database.ratings" in message and bad["key"] in message
+    for part in expected:
+        assert part in message
+    assert "rolled back" in message and "previous rows are intact" in message
+    assert (
+        f"s3://{upload_bucket}/movielens/ratings/ratings.csv still holds the last good file "
+        f"(sha256 {sha256(GOOD_RATINGS)})"
+    ) in message
+    assert f"the staged file stays at s3://{upload_bucket}/{bad['key']} for inspection" in message
+    assert ratings_rows(aurora) == before
+    assert promoted(s3_hook, upload_bucket) == (GOOD_RATINGS, sha256(GOOD_RATINGS))
+    kept = s3_hook.get_conn().get_object(Bucket=upload_bucket, Key=bad["key"])["Body"].read()
+    assert kept == body
+
+
+def test_a_rerun_reuses_what_is_staged_and_a_fixed_file_becomes_the_last_good_one(
+    aurora, s3_hook, upload_bucket, streamed, loaded_good, tmp_path
+):
+    bad_body = GOOD_RATINGS + b"1,1,3.0,964982704\n"
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", bad_body)
+    with pytest.raises(LoadError, match=r"at line 4: duplicate key"):
+        load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, bad)
+
+    # A rerun with the same bad file: not uploaded again, refused again.
+    again = stage(s3_hook, upload_bucket, tmp_path / "bad", bad_body)
+    assert again == {**bad, "uploaded": False}
+    with pytest.raises(LoadError, match=r"at line 4: duplicate key"):
+        load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, again)
+
+    # The fixed file loads, becomes the last good object, and the staging area is emptied.
+    fixed_body = GOOD_RATINGS + b"2,1,3.0,964982704\n"
+    fixed = stage(s3_hook, upload_bucket, tmp_path / "fixed", fixed_body)
+    assert fixed["uploaded"] and fixed["staged"]
+    assert load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, fixed) == 3
+    assert promoted(s3_hook, upload_bucket) == (fixed_body, sha256(fixed_body))
+    assert s3_hook.list_keys(upload_bucket, prefix="movielens/_staged/") == []
+    xmins = ratings_xmins(aurora)
+
+    # An unchanged file is neither staged nor reloaded.
+    unchanged = stage(s3_hook, upload_bucket, tmp_path / "fixed", fixed_body)
+    assert unchanged == {**fixed, "key": RATINGS.s3_key, "uploaded": False, "staged": False}
+    assert load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, unchanged) == 3
+    # A retry of the task that promoted it (its staged object is gone): no reload either.
+    assert load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, fixed) == 3
+    assert ratings_xmins(aurora) == xmins
+
+    # An emptied table is refilled from the last good object.
+    with aurora.cursor() as cursor:
+        cursor.execute("truncate movielens_database.ratings")
+    assert load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, unchanged) == 3
+    assert [(u, m) for u, m, _ in ratings_rows(aurora)] == [(1, 1), (1, 3), (2, 1)]
+
+
+def test_a_staged_object_gone_before_its_load_is_named_and_changes_nothing(
+    aurora, s3_hook, upload_bucket, streamed, loaded_good, tmp_path
+):
+    uploaded = stage(s3_hook, upload_bucket, tmp_path / "new", GOOD_RATINGS + b"2,1,3.0,1\n")
+    s3_hook.delete_objects(upload_bucket, uploaded["key"])
+    before = ratings_rows(aurora)
+
+    with pytest.raises(LoadError) as error:
+        load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, uploaded)
+
+    message = str(error.value)
+    assert f"Cannot read s3://{upload_bucket}/{uploaded['key']} for table ratings" in message
+    assert "is gone: rerun the upload task" in message and "still holds the last good" in message
+    assert ratings_rows(aurora) == before
+    assert promoted(s3_hook, upload_bucket) == (GOOD_RATINGS, sha256(GOOD_RATINGS))
+
+
+def test_server_side_import_reads_the_staged_object_and_promotes_it_after_commit(
+    aurora, fake_aws_s3, s3_hook, upload_bucket, loaded_good, tmp_path
+):
+    body = GOOD_RATINGS + b"2,1,3.0,964982704\n"
+    uploaded = stage(s3_hook, upload_bucket, tmp_path / "new", body)
+    importer = AuroraS3Import("eu-west-1", s3_hook.get_conn())
+
+    assert load_and_promote(aurora, RATINGS, importer, s3_hook, upload_bucket, uploaded) == 1
+
+    with aurora.cursor() as cursor:
+        cursor.execute("select (s3_info).bucket, (s3_info).file_path from aws_s3.calls")
+        assert cursor.fetchall() == [(upload_bucket, uploaded["key"])]
+    assert promoted(s3_hook, upload_bucket) == (body, sha256(body))
+    assert s3_hook.list_keys(upload_bucket, prefix="movielens/_staged/") == []
+
+
+GOOD_TAGS = b"userId,movieId,tag,timestamp\n1,1,funny,1\n"
+
+
+def table_rows(aurora, table: Table) -> list[tuple]:
+    with aurora.cursor() as cursor:
+        cursor.execute(f"select * from {table.qualified_name} order by 1, 2, 3")
+        return cursor.fetchall()
+
+
+@pytest.mark.parametrize(
+    ("table", "body", "failing_sql", "expected"),
+    [
+        (
+            RATINGS,
+            GOOD_RATINGS + b"1,1,3.0,964982704\n",
+            "insert into movielens_database.ratings values (1, 1, 4, 1), (1, 1, 3, 2)",
+            ["failed at line 4:", "(1, 1) already exists", "line 4 repeats the key of line 2"],
+        ),
+        (
+            TAGS,
+            b'userId,movieId,tag,timestamp\n1,1,"funny, sad",1\n1,1,"funny\nsad",2\n'
+            b'1,1,"funny, sad",3\n',
+            "insert into movielens_database.tags values (1, 1, 'funny, sad', 1),"
+            " (1, 1, 'funny, sad', 3)",
+            ["failed at line 5:", "(1, 1, funny, sad) already exists", "repeats the key of line 2"],
+        ),
+        (
+            RATINGS,
+            GOOD_RATINGS + b'1,"5,4.0,964982703\n1,6,4.0,964982703\n',
+            "do $$ begin raise exception using errcode = '22P04',"
+            " message = 'unterminated CSV quoted field'; end $$",
+            ["failed at line 4:", "the quote opened on line 4 is never closed"],
+        ),
+        (RATINGS, b"", "select", ["is empty (0 bytes)"]),
+        (RATINGS, HEADER, "select", ["holds a header and no rows"]),
+    ],
+    ids=["duplicate-key", "duplicate-text-key", "unterminated-quote", "empty-file", "header-only"],
+)
+def test_server_side_failure_is_located_in_the_object_and_keeps_the_last_good_one(
+    aurora,
+    fake_aws_s3,
+    s3_hook,
+    upload_bucket,
+    streamed,
+    tmp_path,
+    table: Table,
+    body: bytes,
+    failing_sql: str,
+    expected: list[str],
+):
+    """Aurora's import gives no COPY line context: the line comes from reading the object."""
+    good_body = GOOD_TAGS if table is TAGS else GOOD_RATINGS
+    good = stage(s3_hook, upload_bucket, tmp_path / "good", good_body, table)
+    load_and_promote(aurora, table, streamed, s3_hook, upload_bucket, good)
+    before = table_rows(aurora, table)
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", body, table)
+    with aurora.cursor() as cursor:
+        cursor.execute("insert into aws_s3.on_import values (%s, %s)", (bad["key"], failing_sql))
+    importer: TableImport = AuroraS3Import("eu-west-1", s3_hook.get_conn())
+
+    with pytest.raises(LoadError) as error:
+        load_and_promote(aurora, table, importer, s3_hook, upload_bucket, bad)
+
+    message = str(error.value)
+    for part in expected:
+        assert part in message
+    assert "PL/pgSQL" not in message and "rolled back" in message
+    assert f"{table.s3_key} still holds the last good file (sha256 {sha256(good_body)})" in message
+    assert promoted(s3_hook, upload_bucket, table) == (good_body, sha256(good_body))
+    assert table_rows(aurora, table) == before

@@ -1,23 +1,37 @@
 """CSVs into S3, and S3 objects into Aurora: one transaction per table (TRUNCATE + import).
 
-Uploads go through the Amazon provider's S3Hook (multipart for large files) and store the
-CSV's SHA-256 as object metadata, so an unchanged file is skipped on the next run.
+The raw bucket keeps the last good copy of each CSV. A changed CSV is staged at
+``movielens/_staged/<table>/<sha256>.csv`` (through the Amazon provider's S3Hook, multipart
+for large files, its SHA-256 as object metadata); the table loads from the staged object,
+and only once that transaction has committed is the object copied to
+``movielens/<table>/<table>.csv`` (promoted). A CSV whose SHA-256 the promoted object
+already carries is neither staged nor reloaded.
 
 Two import strategies share one interface: Aurora imports server-side with
 ``aws_s3.table_import_from_s3``; any other PostgreSQL gets the object streamed
 through ``COPY ... FROM STDIN`` in constant memory, refusing an empty or cut-off object.
+A failed load names the table, the object, the line and the value; when PostgreSQL does
+not say which line (a duplicate key without line context, an unclosed quote reported where
+the file ends), the object is read again to find it, on that error path only.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
+import re
+from collections.abc import Callable
+from contextlib import closing
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg2
 from botocore.exceptions import ClientError
+from psycopg2 import errorcodes
 
 from movielens_pipeline.dataset import MovieLensSource
+from movielens_pipeline.names import AWS_CONN_ID
 from movielens_pipeline.tables import CSV_OPTIONS, TABLES, Table
 
 if TYPE_CHECKING:
@@ -53,29 +67,38 @@ def upload_csv(
     *,
     transfer_config_args: dict | None = None,
 ) -> dict[str, Any]:
-    """Upload one CSV to ``table.s3_key`` unless the object there already has its SHA-256.
+    """Stage one CSV for its load, unless it is unchanged since the last good load.
 
-    The upload goes through the provider's ``S3Hook.load_file_obj`` (boto3's managed
-    transfer: multipart above ``multipart_threshold``, 8 MiB by default), streamed from the
-    archive, with the checksum stored as the object's ``sha256`` metadata.
+    Returns ``{"key", "bytes", "sha256", "uploaded", "staged"}``: ``key`` is the object the
+    load reads. An unchanged CSV (the promoted object carries its SHA-256) is not staged:
+    ``key`` is the promoted object. Otherwise ``key`` is ``table.staged_key(sha256)``,
+    uploaded through the provider's ``S3Hook.load_file_obj`` (boto3's managed transfer:
+    multipart above ``multipart_threshold``, 8 MiB by default) streamed from the archive,
+    with the checksum as the object's ``sha256`` metadata; when an earlier run staged the
+    same bytes and its load did not commit, that object is reused, not uploaded again.
     """
     checksum = sha256_of_csv(source, table)
-    location = f"s3://{bucket}/{table.s3_key}"
-    existing = s3_hook.head_object(table.s3_key, bucket_name=bucket)
-    if existing and existing.get("Metadata", {}).get(CHECKSUM_METADATA) == checksum:
+    promoted = s3_hook.head_object(table.s3_key, bucket_name=bucket)
+    if _checksum(promoted) == checksum:
         log.info(
-            "Skipped %s: %s already holds it (sha256 %s, %d bytes)",
+            "Skipped %s: s3://%s/%s already holds it (sha256 %s, %d bytes)",
             table.csv_file,
-            location,
+            bucket,
+            table.s3_key,
             checksum,
-            existing["ContentLength"],
+            promoted["ContentLength"],
         )
-        return {
-            "key": table.s3_key,
-            "bytes": existing["ContentLength"],
-            "sha256": checksum,
-            "uploaded": False,
-        }
+        return _described(table.s3_key, promoted, checksum, uploaded=False, staged=False)
+    key = table.staged_key(checksum)
+    location = f"s3://{bucket}/{key}"
+    existing = s3_hook.head_object(key, bucket_name=bucket)
+    if _checksum(existing) == checksum:
+        log.info(
+            "Not uploaded again: %s already holds %s, staged by an earlier run",
+            location,
+            table.csv_file,
+        )
+        return _described(key, existing, checksum, uploaded=False, staged=True)
     # The hook passes extra_args to boto3 as ExtraArgs: one hook per object for its metadata.
     uploader = type(s3_hook)(
         aws_conn_id=s3_hook.aws_conn_id,
@@ -83,13 +106,20 @@ def upload_csv(
         transfer_config_args=transfer_config_args,
     )
     with source.open_csv(table) as stream:
-        uploader.load_file_obj(stream, key=table.s3_key, bucket_name=bucket, replace=True)
-    head = s3_hook.head_object(table.s3_key, bucket_name=bucket)
-    size, stored = head["ContentLength"], head.get("Metadata", {}).get(CHECKSUM_METADATA)
-    if stored != checksum:
-        raise LoadError(f"{location} was uploaded but holds sha256 {stored!r}, not {checksum}")
-    log.info("Uploaded %s to %s (%d bytes, sha256 %s)", table.csv_file, location, size, checksum)
-    return {"key": table.s3_key, "bytes": size, "sha256": checksum, "uploaded": True}
+        uploader.load_file_obj(stream, key=key, bucket_name=bucket, replace=True)
+    head = s3_hook.head_object(key, bucket_name=bucket)
+    if _checksum(head) != checksum:
+        raise LoadError(
+            f"{location} was uploaded but holds sha256 {_checksum(head)!r}, not {checksum}"
+        )
+    log.info(
+        "Staged %s at %s (%d bytes, sha256 %s)",
+        table.csv_file,
+        location,
+        head["ContentLength"],
+        checksum,
+    )
+    return _described(key, head, checksum, uploaded=True, staged=True)
 
 
 def upload_csvs(
@@ -99,7 +129,7 @@ def upload_csvs(
     *,
     transfer_config_args: dict | None = None,
 ) -> dict[str, dict]:
-    """Upload the changed CSVs to ``movielens/<table>/<table>.csv``; return each key and size."""
+    """Stage the changed CSVs (``upload_csv``); return what each table's load reads."""
     return {
         table.name: upload_csv(
             s3_hook, source, table, bucket, transfer_config_args=transfer_config_args
@@ -108,7 +138,26 @@ def upload_csvs(
     }
 
 
+def _checksum(head: dict | None) -> str | None:
+    """The ``sha256`` metadata of an object's ``head_object`` answer (``None``: no object)."""
+    return (head or {}).get("Metadata", {}).get(CHECKSUM_METADATA)
+
+
+def _described(key: str, head: dict, checksum: str, *, uploaded: bool, staged: bool) -> dict:
+    return {
+        "key": key,
+        "bytes": head["ContentLength"],
+        "sha256": checksum,
+        "uploaded": uploaded,
+        "staged": staged,
+    }
+
+
 class TableImport(Protocol):
+    @property
+    def s3_client(self) -> Any:
+        """A boto3 S3 client: reads the object again when a failure must be located."""
+
     def import_rows(self, cursor: PgCursor, table: Table, bucket: str, key: str) -> int | None:
         """Fill the (just truncated) table from the S3 object, inside the caller's transaction.
 
@@ -136,7 +185,7 @@ class _CheckedBody:
             self.size += len(chunk)
             self.last = chunk[-1:]
         elif self.size == 0:
-            self.problem = "is empty (0 bytes)"
+            self.problem = _EMPTY
         elif self.last != b"\n":
             self.problem = f"ends without a newline after {self.size} bytes: its last line is cut"
         if self.problem:
@@ -168,9 +217,13 @@ class StreamedCopyImport:
             if checked.problem is None:
                 raise
             raise LoadError(
-                f"Loading {table.qualified_name} from s3://{bucket}/{key} failed: the object "
-                f"{checked.problem}. The load was rolled back and the previous rows are intact; "
-                "upload the complete file and rerun."
+                _failure(
+                    table,
+                    f"s3://{bucket}/{key}",
+                    "",
+                    f"the object {checked.problem}",
+                    "upload the complete file and rerun",
+                )
             ) from error
         finally:
             body.close()
@@ -180,8 +233,18 @@ class AuroraS3Import:
     """Server-side: Aurora reads the object itself through the ``aws_s3`` extension
     (created with the tables: ``AwsRuntime.source_setup_statements``)."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, s3_client: Any = None) -> None:
         self.region = region
+        self._s3_client = s3_client
+
+    @property
+    def s3_client(self) -> Any:
+        """Made on first use, which only a failed load needs: Aurora reads the object itself."""
+        if self._s3_client is None:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            self._s3_client = S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+        return self._s3_client
 
     def import_rows(self, cursor: PgCursor, table: Table, bucket: str, key: str) -> None:
         """Returns ``None``: the function's result is a sentence, so the caller counts rows."""
@@ -205,7 +268,8 @@ def load_table(
     """Replace the table's rows with the object's in one transaction; return the row count.
 
     Any failure rolls the transaction back (a dropped connection makes the server do it),
-    so the table keeps its previous rows; the error names the table and what went wrong.
+    so the table keeps its previous rows; the error names the table, the object, the line
+    and what went wrong.
     """
     source = f"s3://{bucket}/{key}"
     autocommit = connection.autocommit
@@ -219,10 +283,10 @@ def load_table(
                 cursor.execute(f"select count(*) from {table.qualified_name}")
                 rows = cursor.fetchone()[0]
             if rows == 0:
+                size = importer.s3_client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+                what = f"the object {_EMPTY}" if size == 0 else _HEADER_ONLY
                 raise LoadError(
-                    f"Loading {table.qualified_name} from {source} failed: the file holds no "
-                    "rows (empty, or a header only). The load was rolled back and the previous "
-                    "rows are intact; upload the complete file and rerun."
+                    _failure(table, source, "", what, "upload the complete file and rerun")
                 )
         connection.commit()
     except BaseException as error:
@@ -232,7 +296,9 @@ def load_table(
             except psycopg2.Error:
                 log.warning("Rollback of %s failed; the server discards it", table.qualified_name)
         if isinstance(error, psycopg2.Error):
-            raise LoadError(_describe_failure(connection, table, source, error)) from error
+            raise LoadError(
+                _describe_failure(connection, table, importer, bucket, key, error)
+            ) from error
         raise
     finally:
         if autocommit and not connection.closed:
@@ -241,19 +307,207 @@ def load_table(
     return rows
 
 
+def load_and_promote(
+    connection: PgConnection,
+    table: Table,
+    importer: TableImport,
+    s3_hook: S3Hook,
+    bucket: str,
+    uploaded: dict[str, Any],
+) -> int:
+    """Load what ``upload_csv`` staged, then promote it to ``table.s3_key``; return the rows.
+
+    The promotion follows the commit, so the promoted object is always the file the table
+    was last loaded from. A failed load leaves the promoted object as it was and keeps the
+    staged one: a retry of the task loads it again, and the error names its lines. A file
+    the promoted object already holds (unchanged, or promoted by an earlier try of this
+    task) is not reloaded, unless the table is empty: then it is loaded from the promoted
+    object, the last good copy.
+    """
+    promoted = s3_hook.head_object(table.s3_key, bucket_name=bucket)
+    if not uploaded["staged"] or _checksum(promoted) == uploaded["sha256"]:
+        rows = _row_count(connection, table)
+        if rows:
+            log.info(
+                "%s unchanged since its last load (s3://%s/%s, sha256 %s): %d rows kept",
+                table.qualified_name,
+                bucket,
+                table.s3_key,
+                uploaded["sha256"],
+                rows,
+            )
+            return rows
+        return load_table(connection, table, importer, bucket, table.s3_key)
+    try:
+        rows = load_table(connection, table, importer, bucket, uploaded["key"])
+    except LoadError as error:
+        if promoted is None:
+            kept = (
+                f"Nothing was promoted to s3://{bucket}/{table.s3_key}: no load of the table "
+                "has committed yet"
+            )
+        else:
+            kept = (
+                f"s3://{bucket}/{table.s3_key} still holds the last good file "
+                f"(sha256 {_checksum(promoted)})"
+            )
+        location = f"s3://{bucket}/{uploaded['key']}"
+        staged = (
+            f"the staged file stays at {location} for inspection until the table next loads"
+            if s3_hook.head_object(uploaded["key"], bucket_name=bucket)
+            else f"the staged file {location} is gone: rerun the upload task"
+        )
+        raise LoadError(f"{error} {kept}; {staged}.") from error
+    promote(s3_hook, table, bucket, uploaded["key"])
+    return rows
+
+
+def promote(s3_hook: S3Hook, table: Table, bucket: str, staged_key: str) -> None:
+    """Copy a staged object to ``table.s3_key`` server-side, its metadata with it, then
+    delete the table's staged objects (this one and those of loads that failed)."""
+    from airflow.providers.amazon.aws.hooks.s3 import NO_ACL
+
+    # One CopyObject copies up to 5 GB; the largest MovieLens CSV (ml-32m ratings) is < 1 GB.
+    # No ACL in the request: the raw bucket enforces bucket-owner ownership (ACLs disabled).
+    s3_hook.copy_object(
+        staged_key,
+        table.s3_key,
+        source_bucket_name=bucket,
+        dest_bucket_name=bucket,
+        acl_policy=NO_ACL,
+    )
+    log.info("Promoted s3://%s/%s to s3://%s/%s", bucket, staged_key, bucket, table.s3_key)
+    staged = s3_hook.list_keys(bucket, prefix=table.staged_prefix)
+    try:
+        s3_hook.delete_objects(bucket, staged)
+    except Exception as error:  # the promotion stands: a leftover only costs storage
+        log.warning(
+            "Could not delete %s (%s): the next load of %s deletes them; grant s3:DeleteObject "
+            "on %s* to stop this warning",
+            staged,
+            error,
+            table.name,
+            table.staged_prefix,
+        )
+
+
+def _row_count(connection: PgConnection, table: Table) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"select count(*) from {table.qualified_name}")
+        return cursor.fetchone()[0]
+
+
+_EMPTY = "is empty (0 bytes)"
+_HEADER_ONLY = "the object holds a header and no rows"
+# The first line of a COPY error's context: "COPY ratings, line 3[, column x: "value"]".
+_COPY_CONTEXT = re.compile(r"^COPY [^,]+, (line (\d+).*)$", re.MULTILINE)
+# A unique violation's DETAIL: "Key (user_id, movie_id)=(1, 1) already exists."
+_DUPLICATE_KEY = re.compile(r"^Key \([^)]*\)=\((.*)\) already exists\.?$", re.DOTALL)
+
+
+def _failure(table: Table, source: str, where: str, what: str, todo: str) -> str:
+    return (
+        f"Loading {table.qualified_name} from {source} failed{where}: {what}. "
+        f"The load was rolled back and the previous rows are intact; {todo}."
+    )
+
+
 def _describe_failure(
-    connection: PgConnection, table: Table, source: str, error: psycopg2.Error
+    connection: PgConnection,
+    table: Table,
+    importer: TableImport,
+    bucket: str,
+    key: str,
+    error: psycopg2.Error,
 ) -> str:
-    detail = (error.diag.message_primary or str(error)).strip()
+    source = f"s3://{bucket}/{key}"
+    diag = error.diag
+    message = (diag.message_primary or str(error)).strip()
     if connection.closed:
         return (
             f"Loading {table.qualified_name} from {source} failed: the database connection "
-            f"was lost during the load ({detail}). The server rolls back an unfinished "
+            f"was lost during the load ({message}). The server rolls back an unfinished "
             "transaction, so the previous rows are intact; rerun the load once the database "
             "is reachable."
         )
-    where = f" at {error.diag.context.strip()}" if error.diag.context else ""
-    return (
-        f"Loading {table.qualified_name} from {source} failed{where}: {detail}. "
-        "The load was rolled back and the previous rows are intact; fix the file and rerun."
-    )
+    context = _COPY_CONTEXT.search(diag.context or "")
+    where = f" at {context.group(1)}" if context else ""
+    line = context.group(2) if context else None
+    detail = (diag.message_detail or "").strip()
+    what = f"{message}: {detail.rstrip('.')}" if detail else message
+    todo = f"fix line {line} of the file and rerun" if line else "fix the file and rerun"
+    if diag.sqlstate == errorcodes.BAD_COPY_FILE_FORMAT and "unterminated" in message:
+        # PostgreSQL names the line where the file ends, not where the quote opened.
+        opened = _located(_line_of_unclosed_quote, importer, bucket, key)
+        if opened:
+            where = f" at line {opened}"
+            what = (
+                f"{message}: the quote opened on line {opened} is never closed, so every "
+                "line after it was read as one field"
+            )
+            todo = f"close the quote on line {opened} (or double it) and rerun"
+    elif diag.sqlstate == errorcodes.UNIQUE_VIOLATION:
+        duplicate = _DUPLICATE_KEY.match(detail)
+        todo = "keep one row per key in the file and rerun"
+        if duplicate and not line:  # no line context: find the two rows in the object
+            lines = _located(_lines_with_key, importer, bucket, key, table, duplicate.group(1))
+            if len(lines or ()) == 2:
+                where = f" at line {lines[1]}"
+                what = f"{what}; line {lines[1]} repeats the key of line {lines[0]}"
+    return _failure(table, source, where, what, todo)
+
+
+def _located(
+    find: Callable[..., Any], importer: TableImport, bucket: str, key: str, *args: Any
+) -> Any:
+    """Run ``find`` on the object's body; ``None`` when it cannot be read again."""
+    try:
+        with closing(importer.s3_client.get_object(Bucket=bucket, Key=key)["Body"]) as body:
+            return find(body, *args)
+    except Exception as error:  # the load's own error is the one to report
+        log.warning("Could not read s3://%s/%s again to locate the failure: %s", bucket, key, error)
+        return None
+
+
+def _line_of_unclosed_quote(body: Any) -> int | None:
+    """The line of the quote still open where the object ends, counting lines as
+    PostgreSQL's CSV COPY does: every quote toggles (a doubled quote toggles twice)."""
+    line, quoted, opened = 1, False, None
+    while chunk := body.read(_CHUNK):
+        for index, part in enumerate(chunk.split(b'"')):
+            if index:
+                quoted = not quoted
+                opened = line if quoted else opened
+            line += part.count(b"\n")
+    return opened if quoted else None
+
+
+def _lines_with_key(body: Any, table: Table, rendered: str) -> list[int]:
+    """The lines of the first two rows whose primary key PostgreSQL renders as ``rendered``
+    (the values in a duplicate key's DETAIL, e.g. ``1, 1``)."""
+    positions = [table.column_names.index(name) for name in table.primary_key]
+    reader = csv.reader(io.TextIOWrapper(body, encoding="utf-8", errors="replace", newline=""))
+    next(reader, None)
+    lines: list[int] = []
+    start = reader.line_num + 1
+    for row in reader:
+        if (
+            len(row) == len(table.columns)
+            and ", ".join(_as_rendered(table, row, position) for position in positions) == rendered
+        ):
+            lines.append(start)
+            if len(lines) == 2:
+                break
+        start = reader.line_num + 1
+    return lines
+
+
+def _as_rendered(table: Table, row: list[str], position: int) -> str:
+    """A CSV value as PostgreSQL prints it back (integers lose spaces and leading zeros)."""
+    value = row[position]
+    if table.columns[position].sql_type == "integer":
+        try:
+            return str(int(value))
+        except ValueError:
+            return value
+    return value

@@ -43,7 +43,18 @@ class Table:
 
     @property
     def s3_key(self) -> str:
+        """Where the table's last good CSV lives: the file its rows were last loaded from."""
         return f"movielens/{self.name}/{self.csv_file}"
+
+    @property
+    def staged_prefix(self) -> str:
+        """Where new CSVs wait for their load to commit (under movielens/ like the
+        promoted keys, so Aurora's import role reads both)."""
+        return f"movielens/_staged/{self.name}/"
+
+    def staged_key(self, sha256: str) -> str:
+        """Named by content: the same bytes are staged once, however often a run retries."""
+        return f"{self.staged_prefix}{sha256}.csv"
 
     def copy_from_stdin_statement(self) -> str:
         """``COPY`` of the table's CSV, streamed by the client."""

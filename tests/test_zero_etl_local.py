@@ -92,7 +92,10 @@ def test_a_replica_that_is_down_shows_as_a_growing_backlog_on_the_source(local_s
     assert replication.backlog()["active"] is True
     local_stack.query("warehouse", f"alter subscription {LOCAL_SUBSCRIPTION} disable")
     try:
-        before = replication.backlog()
+        # The apply worker, and with it the slot's walsender, exits a moment after DISABLE.
+        deadline = time.monotonic() + 30
+        while (before := replication.backlog())["active"] and time.monotonic() < deadline:
+            time.sleep(0.1)
         local_stack.query(
             "source",
             "insert into movielens_database.tags select 1, 1, 'backlog ' || n, n"

@@ -5,7 +5,7 @@ The raw bucket keeps the last good copy of each CSV. A changed CSV is staged at
 for large files, its SHA-256 as object metadata); the table loads from the staged object,
 and only once that transaction has committed is the object copied to
 ``movielens/<table>/<table>.csv`` (promoted). A CSV whose SHA-256 the promoted object
-already carries is neither staged nor reloaded.
+already carries is not staged again: the table reloads from the promoted object.
 
 Two import strategies share one interface: Aurora imports server-side with
 ``aws_s3.table_import_from_s3``; any other PostgreSQL gets the object streamed
@@ -321,22 +321,11 @@ def load_and_promote(
     was last loaded from. A failed load leaves the promoted object as it was and keeps the
     staged one: a retry of the task loads it again, and the error names its lines. A file
     the promoted object already holds (unchanged, or promoted by an earlier try of this
-    task) is not reloaded, unless the table is empty: then it is loaded from the promoted
-    object, the last good copy.
+    task) is loaded from the promoted object: the table ends equal to the file, whatever
+    was changed in Aurora since its last load.
     """
     promoted = s3_hook.head_object(table.s3_key, bucket_name=bucket)
     if not uploaded["staged"] or _checksum(promoted) == uploaded["sha256"]:
-        rows = _row_count(connection, table)
-        if rows:
-            log.info(
-                "%s unchanged since its last load (s3://%s/%s, sha256 %s): %d rows kept",
-                table.qualified_name,
-                bucket,
-                table.s3_key,
-                uploaded["sha256"],
-                rows,
-            )
-            return rows
         return load_table(connection, table, importer, bucket, table.s3_key)
     try:
         rows = load_table(connection, table, importer, bucket, uploaded["key"])
@@ -389,12 +378,6 @@ def promote(s3_hook: S3Hook, table: Table, bucket: str, staged_key: str) -> None
             table.name,
             table.staged_prefix,
         )
-
-
-def _row_count(connection: PgConnection, table: Table) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(f"select count(*) from {table.qualified_name}")
-        return cursor.fetchone()[0]
 
 
 _EMPTY = "is empty (0 bytes)"

@@ -23,7 +23,7 @@ class MovieLensToS3Operator(BaseOperator):
     Each changed CSV goes to ``movielens/_staged/<table>/<sha256>.csv`` through the
     provider's ``S3Hook`` (multipart above 8 MiB) with its SHA-256 as object metadata; the
     load promotes it to ``movielens/<table>/<table>.csv`` once the table holds its rows. A
-    CSV whose SHA-256 the promoted object already carries is neither staged nor reloaded.
+    CSV whose SHA-256 the promoted object already carries is not staged again.
     The provider's ``LocalFilesystemToS3Operator`` uploads one local file per task and would
     upload unchanged files again.
 
@@ -62,7 +62,8 @@ class S3ToAuroraTableOperator(BaseOperator):
     streamed into ``COPY``. Once the transaction commits, the staged object is copied to
     ``movielens/<table>/<table>.csv`` (``loading.load_and_promote``). Any failure rolls back
     and names the table, the object, the line and the value; the previous rows and the last
-    good object stay. An unchanged CSV is not reloaded. The connection comes from the
+    good object stay. An unchanged CSV reloads from the promoted object, so the table ends
+    equal to the file. The connection comes from the
     Postgres provider's hook. Not the provider's ``S3ToSqlOperator``: it downloads the file
     to the worker and inserts rows in batches (about 30x slower here, see
     benchmarks/ingestion.py) without the TRUNCATE in the same transaction. Not

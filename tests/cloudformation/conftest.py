@@ -129,29 +129,70 @@ def checkov_report(cfn_tool: Callable[[str], Path]) -> dict[str, Any]:
     return run_checkov(cfn_tool("checkov"), CFN_DIR)
 
 
+def _blank_default(param: str, value: str) -> tuple[str, str]:
+    """Replace the blank default of a String parameter (an optional feature, off) by value."""
+    head = f"  {param}:\n    Type: String\n"
+    return head + '    Default: ""\n', head + f'    Default: "{value}"\n'
+
+
 # checkov evaluates Conditions with the parameter defaults and drops resources whose condition
 # is false; this copy flips the defaults so that the other resources are scanned too.
-NON_DEFAULT_VARIANT = {
-    "warehouse_integration": ("    Default: serverless\n", "    Default: provisioned\n"),
-    "operations": ("    Default: serverless\n", "    Default: provisioned\n"),
+# Each entry: one (old, new) replacement or a list of them.
+NON_DEFAULT_VARIANT: dict[str, Any] = {
+    "warehouse_integration": [
+        ("    Default: serverless\n", "    Default: provisioned\n"),
+        _blank_default("SnapshotCopyRegion", "eu-central-1"),
+        _blank_default(
+            "RecoverySourceClusterArn",
+            "arn:aws:rds:eu-west-1:123456789012:cluster:data-handson-mds-aurora-dev-pitr",
+        ),
+    ],
+    "operations": [
+        ("    Default: serverless\n", "    Default: provisioned\n"),
+        _blank_default(
+            "IntegrationArnOverride",
+            "arn:aws:rds:eu-west-1:123456789012:integration:ee605691-6c47-48e8-8622-83f99b1af374",
+        ),
+    ],
     "network": (
         '  CreateInterfaceEndpoints:\n    Type: String\n    Default: "false"\n',
         '  CreateInterfaceEndpoints:\n    Type: String\n    Default: "true"\n',
     ),
+    "storage": _blank_default(
+        "RawReplicationDestinationBucketArn", "arn:aws:s3:::data-handson-mds-raw-dev-replica"
+    ),
+    "database": _blank_default("PreferredBackupWindow", "02:00-02:30"),
+    "mwaa": _blank_default(
+        "IntegrationArnOverride",
+        "arn:aws:rds:eu-west-1:123456789012:integration:ee605691-6c47-48e8-8622-83f99b1af374",
+    ),
 }
+
+
+def non_default_text(name: str, text: str) -> str:
+    """The template text with the NON_DEFAULT_VARIANT defaults (unchanged if none)."""
+    replacements = NON_DEFAULT_VARIANT.get(name, [])
+    if isinstance(replacements, tuple):
+        replacements = [replacements]
+    for old, new in replacements:
+        assert text.count(old) == 1, f"{name}: cannot flip the default ({old!r})"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="session")
+def non_default_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of cloudformation/*.yaml with the non-default conditions as defaults."""
+    variant = tmp_path_factory.mktemp("cfn-variant")
+    for name in TEMPLATE_NAMES:
+        text = (CFN_DIR / f"{name}.yaml").read_text(encoding="utf-8")
+        (variant / f"{name}.yaml").write_text(non_default_text(name, text), encoding="utf-8")
+    return variant
 
 
 @pytest.fixture(scope="module")
 def checkov_variant_report(
-    cfn_tool: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+    cfn_tool: Callable[[str], Path], non_default_dir: Path
 ) -> dict[str, Any]:
     """checkov over a copy of cloudformation/ with the non-default conditions as defaults."""
-    variant = tmp_path_factory.mktemp("cfn-variant")
-    for name in TEMPLATE_NAMES:
-        text = (CFN_DIR / f"{name}.yaml").read_text(encoding="utf-8")
-        if name in NON_DEFAULT_VARIANT:
-            old, new = NON_DEFAULT_VARIANT[name]
-            assert text.count(old) == 1, f"{name}: cannot flip the default ({old!r})"
-            text = text.replace(old, new)
-        (variant / f"{name}.yaml").write_text(text, encoding="utf-8")
-    return run_checkov(cfn_tool("checkov"), variant)
+    return run_checkov(cfn_tool("checkov"), non_default_dir)

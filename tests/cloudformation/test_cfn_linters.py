@@ -25,6 +25,25 @@ def test_cfn_lint_is_clean_on_every_template(
     ), f"cfn-lint rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
 
 
+def test_cfn_lint_is_clean_with_the_optional_features_on(
+    cfn_tool: Callable[[str], Path], non_default_dir: Path
+) -> None:
+    """The same templates with the non-default parameter values (provisioned Redshift,
+    interface endpoints, backup window, snapshot copy, replication, recovery overrides) as
+    defaults: cfn-lint then checks those values against AllowedPattern and the branches."""
+    cfn_lint = cfn_tool("cfn-lint")
+    proc = subprocess.run(
+        [str(cfn_lint), "--format", "parseable", *map(str, sorted(non_default_dir.glob("*.yaml")))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert (
+        proc.returncode == 0 and not proc.stdout.strip()
+    ), f"cfn-lint rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
 def test_no_cfn_lint_ignores_without_justification(templates: dict[str, dict[str, Any]]) -> None:
     """Any cfn-lint ignore must sit in Metadata next to a written reason."""
     for name, tpl in templates.items():
@@ -65,6 +84,7 @@ def test_checkov_has_no_failed_checks_with_the_other_conditions(
         for c in checkov_variant_report["results"][kind]
     }
     assert "AWS::Redshift::Cluster.RedshiftCluster" in scanned
+    assert "AWS::IAM::Role.RawReplicationRole" in scanned
     assert "AWS::EC2::SecurityGroup.EndpointSecurityGroup" in scanned or any(
         r.startswith("AWS::EC2::VPCEndpoint.") for r in scanned
     )

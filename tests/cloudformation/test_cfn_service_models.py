@@ -138,13 +138,26 @@ def test_redshift_cluster_against_create_cluster(session, templates) -> None:
     cfn_only = {
         "LoggingProperties",
         "NamespaceResourcePolicy",
-    }  # EnableLogging / PutResourcePolicy calls
+        "DestinationRegion",
+        "SnapshotCopyRetentionPeriod",
+    }  # EnableLogging / PutResourcePolicy / EnableSnapshotCopy calls
     unknown = set(props(cluster)) - set(members) - cfn_only
     assert not unknown, f"Redshift properties the API does not know: {unknown}"
     assert "ClusterType" in members and "NumberOfNodes" in members
     assert {"LogDestinationType", "LogExports"} <= set(
         _input_members(session, "redshift", "EnableLogging")
     )
+    # Cross-Region snapshot copy: CloudFormation calls EnableSnapshotCopy.
+    copy = _input_members(session, "redshift", "EnableSnapshotCopy")
+    assert {"DestinationRegion", "RetentionPeriod"} <= set(copy)
+    assert "AutomatedSnapshotRetentionPeriod" in members
+    params = tpl["Parameters"]
+    # RetentionPeriod (automated snapshots copied): 1-35 per the API documentation.
+    assert "35" in copy["RetentionPeriod"].documentation
+    assert (
+        params["SnapshotCopyRetentionDays"]["MinValue"],
+        params["SnapshotCopyRetentionDays"]["MaxValue"],
+    ) == (1, 35)
 
 
 def _camel(name: str) -> str:
@@ -157,12 +170,22 @@ def test_redshift_serverless_against_create_namespace_and_workgroup(session, tem
     _, workgroup = one(tpl, "AWS::RedshiftServerless::Workgroup")
     ns_members = _input_members(session, "redshift-serverless", "CreateNamespace")
     wg_members = _input_members(session, "redshift-serverless", "CreateWorkgroup")
-    # NamespaceResourcePolicy: redshift PutResourcePolicy; FinalSnapshot*: DeleteNamespace.
-    cfn_only = {"NamespaceResourcePolicy", "FinalSnapshotName", "FinalSnapshotRetentionPeriod"}
+    # NamespaceResourcePolicy: redshift PutResourcePolicy; FinalSnapshot*: DeleteNamespace;
+    # SnapshotCopyConfigurations: CreateSnapshotCopyConfiguration.
+    cfn_only = {
+        "NamespaceResourcePolicy",
+        "FinalSnapshotName",
+        "FinalSnapshotRetentionPeriod",
+        "SnapshotCopyConfigurations",
+    }
     unknown = {_camel(k) for k in set(props(namespace)) - cfn_only} - set(ns_members)
     assert not unknown, f"Namespace properties the API does not know: {unknown}"
     delete_members = _input_members(session, "redshift-serverless", "DeleteNamespace")
     assert {"finalSnapshotName", "finalSnapshotRetentionPeriod"} <= set(delete_members)
+    copy_members = _input_members(session, "redshift-serverless", "CreateSnapshotCopyConfiguration")
+    _, copy_config, _ = props(namespace)["SnapshotCopyConfigurations"]["Fn::If"]
+    (copy_config,) = copy_config
+    assert {_camel(k) for k in copy_config} <= set(copy_members)
     assert {"ResourceArn", "Policy"} <= set(
         _input_members(session, "redshift", "PutResourcePolicy")
     )

@@ -119,8 +119,24 @@ def pick(value: Any, conditions: dict[str, bool]) -> Any:
 WAREHOUSE_KINDS = ("serverless", "provisioned")
 
 
-def warehouse_conditions(kind: str) -> dict[str, bool]:
-    return {"IsServerless": kind == "serverless", "IsProvisioned": kind == "provisioned"}
+# Optional backup/recovery conditions of warehouse_integration.yaml (off by default).
+WAREHOUSE_OPTIONAL_CONDITIONS = {
+    "CopySnapshotsToOtherRegion": {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SnapshotCopyRegion"}, ""]}]
+    },
+    "HasRecoverySourceCluster": {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "RecoverySourceClusterArn"}, ""]}]
+    },
+}
+
+
+def warehouse_conditions(kind: str, optional: bool = False) -> dict[str, bool]:
+    """Condition values for a warehouse kind; `optional` turns the backup options on."""
+    return {
+        "IsServerless": kind == "serverless",
+        "IsProvisioned": kind == "provisioned",
+        **{name: optional for name in WAREHOUSE_OPTIONAL_CONDITIONS},
+    }
 
 
 def created(tpl: dict[str, Any], conditions: dict[str, bool]) -> dict[str, dict[str, Any]]:
@@ -526,6 +542,7 @@ def test_warehouse_offers_only_targets_both_zero_etl_guides_accept(
     assert tpl["Conditions"] == {
         "IsServerless": {"Fn::Equals": [{"Ref": "WarehouseKind"}, "serverless"]},
         "IsProvisioned": {"Fn::Equals": [{"Ref": "WarehouseKind"}, "provisioned"]},
+        **WAREHOUSE_OPTIONAL_CONDITIONS,
     }
     # No value the parameters allow is outside RA3 with >= 2 nodes.
     assert set(params["NodeType"]["AllowedValues"]) <= RA3_NODE_TYPES
@@ -546,8 +563,9 @@ def test_warehouse_offers_only_targets_both_zero_etl_guides_accept(
     for rtype, condition in kinds.items():
         _, res = one(tpl, rtype)
         assert res.get("Condition") == condition, rtype
-    for kind in WAREHOUSE_KINDS:
-        made = created(tpl, warehouse_conditions(kind))
+    for kind, optional in [(k, o) for k in WAREHOUSE_KINDS for o in (False, True)]:
+        conditions = warehouse_conditions(kind, optional)
+        made = created(tpl, conditions)
         warehouses = {
             v["Type"]
             for v in made.values()
@@ -556,12 +574,12 @@ def test_warehouse_offers_only_targets_both_zero_etl_guides_accept(
         assert len(warehouses) == 1, (kind, warehouses)
         # Every Ref/GetAtt of what is created, and of the outputs, names something created.
         for logical, res in made.items():
-            missing = referenced_resources(pick(res, warehouse_conditions(kind))) - set(made)
+            missing = referenced_resources(pick(res, conditions)) - set(made)
             missing -= set(params) | {r for r in missing if r.startswith("AWS::")}
             assert not missing, (kind, logical, missing)
         for name, output in tpl["Outputs"].items():
             assert "Condition" not in output, f"{name}: exports must exist for both kinds"
-            missing = referenced_resources(pick(output, warehouse_conditions(kind))) - set(made)
+            missing = referenced_resources(pick(output, conditions)) - set(made)
             missing -= set(params) | {r for r in missing if r.startswith("AWS::")}
             assert not missing, (kind, name, missing)
 

@@ -74,6 +74,11 @@ $(VENV)/sqlfluff/.installed: requirements/sqlfluff.txt | check-python
 	$(VENV)/sqlfluff/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+$(VENV)/detect-secrets/.installed: requirements/detect-secrets.txt | check-python
+	rm -rf $(VENV)/detect-secrets && $(PYTHON) -m venv $(VENV)/detect-secrets
+	$(VENV)/detect-secrets/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 	rm -rf $(VENV)/cfn && $(PYTHON) -m venv $(VENV)/cfn
 	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
@@ -111,6 +116,10 @@ stack-stop: ## Stop the local stack (its data stays in .local/stack)
 stack-status: ## Show what the local stack is running
 	$(AIRFLOW_PY) -m localdev.stack status
 
+.PHONY: recovery-drill
+recovery-drill: venvs ## Recovery drill on a private stack: restore Aurora-local from a dump, recreate the integration, rerun both DAGs, same analytics
+	$(AIRFLOW_PY) -m pytest tests/test_recovery_drill.py -q -p no:cacheprovider
+
 .PHONY: airflow airflow-stop
 airflow: venvs dbt-manifest ## Start the local stack and a real Airflow (webserver, scheduler, triggerer) on loopback
 	$(AIRFLOW_PY) -m localdev.airflow_local start
@@ -126,7 +135,7 @@ demo: venvs ## Set up everything, start the local Airflow and run both DAGs thro
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
-test: venvs cfn-tools airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/3.0.6/.complete ## Run the whole test suite (starts and stops its own stack)
+test: scan-secrets venvs cfn-tools airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/3.0.6/.complete ## Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
 .PHONY: bench-dag-costs
@@ -154,6 +163,39 @@ bench-ingestion: venvs ## Ingestion side by side (ours, to_sql, S3ToSqlOperator,
 	$(AIRFLOW_PY) -m benchmarks.ingestion $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)") $(BENCH_ARGS)
 synthetic: $(VENV)/airflow/.installed ## MovieLens-shaped synthetic CSVs (ROWS=1000000 OUT=.local/synthetic SEED=0)
 	$(AIRFLOW_PY) -m localdev.synthetic $(or $(OUT),.local/synthetic) --ratings $(or $(ROWS),1000000) --seed $(or $(SEED),0)
+
+# Every tracked file, with no baseline of accepted secrets: a false positive gets an inline
+# `pragma: allowlist secret` with its reason. --no-verify: no network calls to check a finding.
+.PHONY: scan-secrets
+scan-secrets: $(VENV)/detect-secrets/.installed ## Scan every tracked file for secrets (detect-secrets); fails on any finding
+	git ls-files -z | xargs -0 $(VENV)/detect-secrets/bin/detect-secrets-hook --no-verify
+	@echo "detect-secrets: no secrets in the $$(git ls-files | wc -l) tracked files"
+
+# Operations procedures against the local stack and the local Airflow (docs/procedures.md);
+# localdev/procedures.py holds them. The Airflow ones need `make airflow` running.
+.PHONY: stage-s3 check-s3 trigger check-aurora check-replication rerun-model dbt-model backfill teardown
+stage-s3: $(VENV)/airflow/.installed ## Stage the CSVs in the local S3 only (the load DAG's first task alone)
+	$(AIRFLOW_PY) -m localdev.procedures stage-s3
+check-s3: $(VENV)/airflow/.installed ## List the local raw bucket's objects and their SHA-256
+	$(AIRFLOW_PY) -m localdev.procedures check-s3
+trigger: $(VENV)/airflow/.installed ## Trigger a DAG in the local Airflow, wait, print tasks and figures (DAG=dag_id)
+	@test -n "$(DAG)" || { echo "set DAG=dag_movielens_load_aurora or DAG=dag_dbt_movielens_zeroetl_cosmos"; exit 2; }
+	$(AIRFLOW_PY) -m localdev.procedures trigger "$(DAG)"
+check-aurora: $(VENV)/airflow/.installed ## Rows and primary key of each table in the local Aurora
+	$(AIRFLOW_PY) -m localdev.procedures check-aurora
+check-replication: $(VENV)/airflow/.installed ## Local zero-ETL: subscription, table states, row counts, catch-up
+	$(AIRFLOW_PY) -m localdev.procedures check-replication
+rerun-model: $(VENV)/airflow/.installed ## Rerun one dbt model in the latest transform run (MODEL=name [DOWNSTREAM=1])
+	@test -n "$(MODEL)" || { echo "set MODEL=<dbt model>, e.g. MODEL=analytics_top_movies"; exit 2; }
+	$(AIRFLOW_PY) -m localdev.procedures rerun-model "$(MODEL)" $(if $(DOWNSTREAM),--downstream)
+dbt-model: $(VENV)/airflow/.installed $(VENV)/dbt/.installed ## dbt build one selection against the local stack, no Airflow (MODEL=selector [DBT_ARGS=--full-refresh])
+	@test -n "$(MODEL)" || { echo "set MODEL=<dbt selector>, e.g. MODEL=analytics_top_movies or MODEL=int_ratings+"; exit 2; }
+	$(AIRFLOW_PY) -m localdev.procedures dbt-model "$(MODEL)" $(DBT_ARGS)
+backfill: $(VENV)/airflow/.installed ## One transform run per daily schedule from START to the day before END, in the local Airflow (START=YYYY-MM-DD END=YYYY-MM-DD)
+	@test -n "$(START)" -a -n "$(END)" || { echo "set START=YYYY-MM-DD END=YYYY-MM-DD"; exit 2; }
+	$(AIRFLOW_PY) -m localdev.procedures backfill "$(START)" "$(END)"
+teardown: ## Stop the local Airflow and the stack and delete their data (environments and wheels stay)
+	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.procedures teardown; fi
 
 .PHONY: lint
 lint: $(VENV)/airflow/.installed $(VENV)/sqlfluff/.installed ## ruff check and format check, sqlfluff on the dbt SQL

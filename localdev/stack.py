@@ -1,11 +1,14 @@
 """The local stand-ins for AWS, on loopback: an S3 API, Aurora and Redshift as PostgreSQL.
 
     python -m localdev.stack start|stop|status
+    python -m localdev.stack dump-source FILE | restore-source FILE | recreate-integration
 
 - S3: moto's server (``.venv/stack``).
 - Aurora: a PostgreSQL server with ``wal_level=logical`` and the ``transactional`` database.
 - Redshift: a second PostgreSQL server with the ``analytics_movie_insights`` database.
 - Zero-ETL: logical replication from the first to the second (the pipeline's own bootstrap).
+- Recovery: the source dumped and restored into a fresh server, the integration recreated
+  (docs/backup-and-recovery.md).
 - The local Airflow's metadata database: a third PostgreSQL server (``make airflow``).
 
 PostgreSQL comes from the system when installed, else from the ``pgserver`` wheel. As root,
@@ -47,9 +50,10 @@ from movielens_pipeline.names import (
     DEFAULT_REGION,
     SOURCE_CONN_ID,
     SOURCE_DATABASE,
+    SOURCE_SCHEMA,
     WAREHOUSE_CONN_ID,
 )
-from movielens_pipeline.zero_etl import LocalLogicalReplication
+from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, LocalLogicalReplication
 
 DEFAULT_STACK_DIR = REPO_ROOT / ".local" / "stack"
 STACK_VENV = REPO_ROOT / ".venv" / "stack"
@@ -197,6 +201,9 @@ class PostgresServer:
                 "wal_level = logical\n"
                 "max_wal_senders = 10\n"
                 "max_replication_slots = 10\n"
+                # A 25M-row load writes ~3 GB of WAL: the default 1 GB would checkpoint
+                # several times inside one load.
+                "max_wal_size = 4GB\n"
                 # A server log that SQL can read: the zero-ETL check quotes apply errors.
                 "logging_collector = on\n"
                 "log_directory = 'log'\n"
@@ -425,6 +432,84 @@ class LocalStack:
             time.sleep(0.05)
         return time.monotonic() - started
 
+    # --- recovery: a restored source is a new zero-ETL source --------------------------
+
+    def _pg_client(self, program: str, *args: str) -> None:
+        """Run ``pg_dump``/``pg_restore`` against the source over TCP."""
+        server = self.servers()["source"]
+        address = ["-h", "127.0.0.1", "-p", str(server.port), "-U", SUPERUSER]
+        result = subprocess.run(
+            [str(server.bin_dir / program), *address, *args],
+            env={**os.environ, "PGPASSWORD": self._secrets()["pg_password"]},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"{program} failed: {result.stderr.strip()}")
+
+    def dump_source(self, path: Path) -> Path:
+        """Back up the source database to ``path`` (``pg_dump``, custom format)."""
+        self._pg_client("pg_dump", "--format=custom", f"--file={path}", SOURCE_DATABASE)
+        return Path(path)
+
+    def restore_source_from(self, path: Path, port: int | None = None) -> None:
+        """Discard the source server and restore ``path`` into a freshly initdb'ed one (on
+        ``port`` when given), as a point-in-time restore creates a new Aurora cluster.
+
+        The warehouse still subscribes to the old source: ``recreate_integration`` next.
+        """
+        if not Path(path).is_file():
+            raise StackError(f"No dump at {path}: make one with `dump-source`.")
+        self._pg_client("pg_restore", "--list", str(path))  # readable, before discarding
+        old = self.servers()["source"]
+        old.stop()
+        if old.is_running():
+            raise StackError(f"{old.name} did not stop; see {old.log_file}")
+        shutil.rmtree(old.data_dir)
+        self.aurora_port = port or self.aurora_port
+        new = self.servers()["source"]
+        new.initialize(self._secrets()["pg_password"])
+        new.start()
+        self._ensure_database("source", new.database)
+        restore = ["--exit-on-error", "--single-transaction", f"--dbname={SOURCE_DATABASE}"]
+        self._pg_client("pg_restore", *restore, str(path))
+
+    def recreate_integration(self, timeout: float = 120) -> list[str]:
+        """Replace the zero-ETL stand-in as a new integration replaces an old one: drop the
+        subscription (its slot may have gone with the old source) and the replica schema,
+        bootstrap again from the current source (a full initial copy), wait until caught up."""
+        actions = []
+        with autocommit(self.connect("warehouse")) as warehouse:
+            if fetch_all(
+                warehouse, "select 1 from pg_subscription where subname = %s", (LOCAL_SUBSCRIPTION,)
+            ):
+                # Detached from its slot, DROP does not need the old source to be reachable.
+                for change in ("disable", "set (slot_name = none)"):
+                    execute(warehouse, f"alter subscription {LOCAL_SUBSCRIPTION} {change}")
+                execute(warehouse, f"drop subscription {LOCAL_SUBSCRIPTION}")
+                actions.append(f"dropped subscription {LOCAL_SUBSCRIPTION}")
+            # Views dbt built on the replica go too; the transform DAG builds them again.
+            execute(warehouse, f"drop schema if exists {SOURCE_SCHEMA} cascade")
+            actions.append(f"dropped replica schema {SOURCE_SCHEMA}")
+        actions += self._drop_old_slot()
+        actions += self.replication().bootstrap()
+        self.wait_until_replicated(timeout)
+        return actions
+
+    def _drop_old_slot(self, timeout: float = 30) -> list[str]:
+        """The dropped subscription's slot, left on the source when it is the same server."""
+        deadline = time.monotonic() + timeout
+        find = "select active from pg_replication_slots where slot_name = %s"
+        while rows := self.query("source", find, LOCAL_SUBSCRIPTION):
+            if not rows[0][0]:  # its walsender exits a moment after DISABLE
+                self.query("source", "select pg_drop_replication_slot(%s)", LOCAL_SUBSCRIPTION)
+                return [f"dropped the old replication slot {LOCAL_SUBSCRIPTION} on the source"]
+            if time.monotonic() > deadline:
+                raise StackError(f"Replication slot {LOCAL_SUBSCRIPTION} stayed active")
+            time.sleep(0.1)
+        return []
+
     def stop(self) -> None:
         if self.pg_root.is_dir():
             # The subscriber first, so that the source's walsender is not left waiting.
@@ -467,14 +552,34 @@ def private_stack(prefix: str = "movielens-stack-") -> Iterator[LocalStack]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument(
+        "command",
+        choices=[
+            "start",
+            "stop",
+            "status",
+            "dump-source",
+            "restore-source",
+            "recreate-integration",
+        ],
+    )
+    parser.add_argument("file", nargs="?", type=Path, help="the dump (dump-/restore-source)")
     args = parser.parse_args(argv)
+    if args.command.endswith("-source") and args.file is None:
+        parser.error(f"{args.command} needs FILE")
     stack = LocalStack()
     try:
         if args.command == "start":
             stack.start()
         elif args.command == "stop":
             stack.stop()
+        elif args.command == "dump-source":
+            print(f"dumped the source to {stack.dump_source(args.file)}")
+        elif args.command == "restore-source":
+            stack.restore_source_from(args.file)
+            print(f"restored the source from {args.file}; next: recreate-integration")
+        elif args.command == "recreate-integration":
+            print("\n".join(stack.recreate_integration()))
     except StackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from log_secrets import env_secrets, file_secrets, log_files, secrets_in
 
-from localdev.airflow_local import LocalAirflow
+from localdev.airflow_local import COMPONENTS, LocalAirflow
 from localdev.dbt_docs import fetch_site
-from localdev.demo import TRANSFORM_DAG, PipelineRun, run_through_scheduler
+from localdev.demo import LOAD_DAG, TRANSFORM_DAG, PipelineRun, run_through_scheduler
 from localdev.stack import LocalStack, free_port
 from localdev.ui_check import check_ui
 
@@ -156,6 +157,37 @@ def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
     # And a new run of the DAG is green from end to end.
     rerun = airflow.wait_for_run(TRANSFORM_DAG, airflow.trigger(TRANSFORM_DAG), timeout=600)
     assert rerun["state"] == "success"
+
+
+def test_no_log_holds_a_password_or_key_the_local_airflow_used(
+    airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
+):
+    """Last in the module: its task logs are those of every run above (retries included)."""
+    connections = env_secrets(airflow.env())
+    assert {
+        "AIRFLOW_CONN_MOVIELENS_AURORA password",
+        "AIRFLOW_CONN_MOVIELENS_REDSHIFT password",
+        "AIRFLOW_CONN_AWS_DEFAULT login (the AWS access key id)",
+        "AIRFLOW_CONN_AWS_DEFAULT password",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN password",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__WEBSERVER__SECRET_KEY",
+    } <= set(connections)
+    secrets = {
+        **connections,
+        **file_secrets(local_stack.secrets_file, "stack"),
+        **file_secrets(airflow.secrets_file, "local Airflow"),
+    }
+    assert "local Airflow admin_password" in secrets
+    assert min(len(value) for value in secrets.values()) >= 16
+
+    task_logs = log_files(airflow.home / "logs")
+    component_logs = sorted(airflow.home.glob("*.log"))
+    for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+        assert any(f"dag_id={dag_id}" in log.parts for log in task_logs), dag_id
+    assert {airflow.home / f"{name}.log" for name in COMPONENTS} <= set(component_logs)
+    leaks = secrets_in(task_logs + component_logs, secrets)  # pytest prints an assert's calls
+    assert leaks == {}
 
 
 def project_models(dbt_manifest: Path) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_credentials_are_generated_and_required(local_stack: LocalStack):
             host="127.0.0.1",
             port=local_stack.aurora_port,
             user="postgres",
-            password="postgres",  # - the wrong password on purpose
+            password="postgres",  # pragma: allowlist secret - wrong on purpose
             dbname="transactional",
         )
     assert (local_stack.secrets_file.stat().st_mode & 0o777) == 0o600
@@ -57,15 +58,16 @@ def test_pgserver_binaries_run_a_logical_replication_server():
     root = Path(tempfile.mkdtemp(prefix="movielens-pgserver-"))
     root.chmod(0o755)
     server = PostgresServer("aurora", root / "aurora", free_port(), "postgres", Path(bin_dir))
+    password = secrets.token_urlsafe(16)
     try:
-        server.initialize("generated-for-this-test")
+        server.initialize(password)
         server.start()
         assert server.is_running()
         connection = psycopg2.connect(
             host="127.0.0.1",
             port=server.port,
             user="postgres",
-            password="generated-for-this-test",
+            password=password,
             dbname="postgres",
         )
         with connection.cursor() as cursor:

@@ -152,6 +152,38 @@ class Run:
         return [Path(d["--template-file"][0]).stem for d in self.deploys]
 
 
+def run_with_fake_aws(
+    tmp_path: Path, script: Path, args: tuple[str, ...], state: dict[str, Any], **env: str
+) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+    """Run ``script`` with the recording fake ``aws`` first on PATH and ``state`` as its
+    account; return the result and the ``aws`` calls it made, in order."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "aws"
+    fake.write_text(FAKE_AWS.replace("{python}", sys.executable), encoding="utf-8")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    state_file, log_file = tmp_path / "state.json", tmp_path / "calls.jsonl"
+    state_file.write_text(json.dumps(state), encoding="utf-8")
+    log_file.write_text("", encoding="utf-8")
+    environ = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "FAKE_AWS_STATE": str(state_file),
+        "FAKE_AWS_LOG": str(log_file),
+        **env,
+    }
+    proc = subprocess.run(
+        ["bash", str(script), *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    calls = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+    return proc, calls
+
+
 def parse_deploy(argv: list[str]) -> dict[str, list[str]]:
     """`cloudformation deploy --opt v [v ...] --flag` -> {"--opt": [v, ...], "--flag": []}."""
     options: dict[str, list[str]] = {}
@@ -171,12 +203,6 @@ def parse_deploy(argv: list[str]) -> dict[str, list[str]]:
 
 @pytest.fixture
 def deploy(tmp_path: Path, templates: dict[str, dict[str, Any]]):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "aws"
-    fake.write_text(FAKE_AWS.replace("{python}", sys.executable), encoding="utf-8")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-
     def run(
         *args: str,
         existing: tuple[str, ...] = (),
@@ -197,26 +223,9 @@ def deploy(tmp_path: Path, templates: dict[str, dict[str, Any]]):
             "unversioned_objects": list(unversioned_objects),
             "failing_stacks": [stack_name(s, project, env) for s in failing],
         }
-        state_file, log_file = tmp_path / "state.json", tmp_path / "calls.jsonl"
-        state_file.write_text(json.dumps(state), encoding="utf-8")
-        log_file.write_text("", encoding="utf-8")
-        environ = {
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "HOME": str(tmp_path),
-            "FAKE_AWS_STATE": str(state_file),
-            "FAKE_AWS_LOG": str(log_file),
-            "PROJECT_NAME": project,
-            "ENVIRONMENT_NAME": env,
-        }
-        proc = subprocess.run(
-            ["bash", str(DEPLOY), *args],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+        proc, calls = run_with_fake_aws(
+            tmp_path, DEPLOY, args, state, PROJECT_NAME=project, ENVIRONMENT_NAME=env
         )
-        calls = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
         return Run(proc.returncode, proc.stdout, proc.stderr, calls)
 
     return run
@@ -451,7 +460,7 @@ def test_moto_builds_the_network_change_set(
         endpoint_url=moto_endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_secret_access_key="testing",  # pragma: allowlist secret - moto takes any
     )
     name = stack_name("network")
     cfn.create_change_set(

@@ -8,11 +8,7 @@ Also the README's "Backup and recovery" commands, checked the same way.
 from __future__ import annotations
 
 import json
-import os
 import re
-import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +18,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 from conftest import CFN_DIR
-from test_cfn_deploy import FAKE_AWS
+from test_cfn_deploy import run_with_fake_aws
 from test_cfn_templates import param_default, props
 
 SCRIPT = CFN_DIR / "scripts" / "recreate_integration.sh"
@@ -328,34 +324,16 @@ def scenario(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def recreate(tmp_path: Path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "aws"
-    fake.write_text(FAKE_AWS.replace("{python}", sys.executable), encoding="utf-8")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-
     def run(*args: str, state: dict[str, Any] | None = None) -> Run:
-        state_file, log_file = tmp_path / "state.json", tmp_path / "calls.jsonl"
-        state_file.write_text(json.dumps(state or scenario()), encoding="utf-8")
-        log_file.write_text("", encoding="utf-8")
-        environ = {
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "HOME": str(tmp_path),
-            "FAKE_AWS_STATE": str(state_file),
-            "FAKE_AWS_LOG": str(log_file),
-            "PROJECT_NAME": PROJECT,
-            "ENVIRONMENT_NAME": ENV,
-            "POLL_SECONDS": "0",
-        }
-        proc = subprocess.run(
-            ["bash", str(SCRIPT), *args],
-            env=environ,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        proc, calls = run_with_fake_aws(
+            tmp_path,
+            SCRIPT,
+            args,
+            state or scenario(),
+            PROJECT_NAME=PROJECT,
+            ENVIRONMENT_NAME=ENV,
+            POLL_SECONDS="0",
         )
-        calls = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
         return Run(proc.returncode, proc.stdout, proc.stderr, calls)
 
     return run

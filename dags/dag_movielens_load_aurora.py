@@ -33,7 +33,7 @@ RUNTIME = runtime_for(load_settings())
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 1, "retry_delay": RUNTIME.settings.retry_delay(timedelta(minutes=1))},
     tags=["movielens", "aurora", "s3"],
     doc_md=__doc__,
 )

@@ -60,7 +60,11 @@ class ZeroEtlCatchUpSensor(RdsBaseSensor):
         self.log.info("Zero-ETL: %s", status.detail)
         if not status.caught_up:
             # A backlog that keeps growing here is a replica that is down, not a slow one.
-            self.log.info("Held back for the replica: %s", replication.backlog())
+            try:
+                backlog: Any = replication.backlog()
+            except Exception as error:  # only a report: the source may be restarting
+                backlog = f"unknown, the source did not answer ({error})"
+            self.log.info("Held back for the replica: %s", backlog)
             return PokeReturnValue(is_done=False)
         caught_up_at = time.time()
         lag = {"lag_seconds": round(caught_up_at - self.check["started_at"], 3)}

@@ -7,6 +7,7 @@ they are ``AIRFLOW__MOVIELENS__*`` environment variables. Reading them touches n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from movielens_pipeline.compat import conf
@@ -37,10 +38,18 @@ class Settings:
     dbt_execution_mode: str
     sync_poke_seconds: float
     sync_timeout_seconds: int
+    # Seconds before a failed task's retry; None: each DAG's own (the dbt tasks: always 30 s).
+    retry_delay_seconds: float | None
 
     @property
     def is_local(self) -> bool:
         return self.runtime == RUNTIME_LOCAL
+
+    def retry_delay(self, default: timedelta) -> timedelta:
+        """``retry_delay_seconds`` when it is set, else the DAG's ``default``."""
+        if self.retry_delay_seconds is None:
+            return default
+        return timedelta(seconds=self.retry_delay_seconds)
 
 
 def load_settings() -> Settings:
@@ -68,6 +77,7 @@ def load_settings() -> Settings:
         dbt_execution_mode=_option("dbt_execution_mode", "watcher"),
         sync_poke_seconds=float(_option("sync_poke_seconds", "60")),
         sync_timeout_seconds=int(_option("sync_timeout_seconds", "3600")),
+        retry_delay_seconds=float(delay) if (delay := _option("retry_delay_seconds", "")) else None,
     )
 
 

@@ -43,6 +43,12 @@ APPLY_WORKER_GRACE_SECONDS = 30
 APPLY_ERROR = re.compile(
     r"ERROR:\s+(.*)\n.*DETAIL:\s+(.*)\n.*CONTEXT:.*replication target relation \"([^\"]+)\""
 )
+# The apply worker losing the source (a restart, a failover) also counts as an apply error;
+# the launcher starts the worker again and it resumes from the slot once the source is back.
+SOURCE_LOST = re.compile(
+    r"ERROR:\s+((?:could not receive data from WAL stream|could not send data to WAL stream"
+    r"|could not connect to the publisher)[^\n]*)"
+)
 
 # RDS DescribeIntegrations Status values (botocore rds/2014-10-31 service model).
 INTEGRATION_WAIT_STATES = {"creating", "modifying", "syncing"}
@@ -122,7 +128,9 @@ class LocalLogicalReplication:
                 execute(
                     warehouse,
                     f"create subscription {LOCAL_SUBSCRIPTION} connection %s "
-                    f"publication {LOCAL_PUBLICATION}",
+                    # Streaming: a large load's changes go to the replica while it runs,
+                    # instead of spilling to the source's pg_replslot until it commits.
+                    f"publication {LOCAL_PUBLICATION} with (streaming = on)",
                     (self._source_conninfo,),
                 )
                 actions.append(f"created subscription {LOCAL_SUBSCRIPTION}")
@@ -162,11 +170,14 @@ class LocalLogicalReplication:
                     f"run `alter subscription {LOCAL_SUBSCRIPTION} enable` on the warehouse."
                 )
             errors = self._error_count(warehouse) - check["errors_before"]
+            source_lost = None
             if errors > 0:
-                raise ReplicationFailed(
-                    f"Subscription {LOCAL_SUBSCRIPTION} hit {errors} apply error(s) since the "
-                    f"check began and stopped applying changes: {self._last_apply_error(warehouse)}"
-                )
+                source_lost, failure = self._last_apply_error(warehouse)
+                if source_lost is None:
+                    raise ReplicationFailed(
+                        f"Subscription {LOCAL_SUBSCRIPTION} hit {errors} apply error(s) since the "
+                        f"check began and stopped applying changes: {failure}"
+                    )
             states = self._table_states(warehouse)
         missing = sorted({t.name for t in TABLES} - set(states))
         if missing:
@@ -177,6 +188,12 @@ class LocalLogicalReplication:
         syncing = {name: state for name, state in states.items() if state != "r"}
         if syncing:
             return SyncStatus(False, f"initial copy still running: {syncing}")
+        if apply_pid is None and source_lost:
+            return SyncStatus(
+                False,
+                f"the apply worker lost the source ({source_lost}); it reconnects and resumes "
+                "from the slot once the source is back",
+            )
         if apply_pid is None and time.time() - check["started_at"] > APPLY_WORKER_GRACE_SECONDS:
             raise ReplicationFailed(
                 f"The apply worker of subscription {LOCAL_SUBSCRIPTION} has not been running for "
@@ -220,8 +237,10 @@ class LocalLogicalReplication:
         return int(rows[0][0]) if rows else 0
 
     @staticmethod
-    def _last_apply_error(warehouse: PgConnection) -> str:
-        """The failing table and row, from the warehouse's server log when it is readable."""
+    def _last_apply_error(warehouse: PgConnection) -> tuple[str | None, str]:
+        """The latest apply failure in the warehouse's server log, when it is readable:
+        ``(error, "")`` when the worker lost its connection to the source (it reconnects by
+        itself), else ``(None, the failing table and row and what to do)``."""
         advice = (
             "a row on the replica collides with a replicated key: delete it from the replica "
             "and the apply worker resumes on its next retry."
@@ -233,12 +252,16 @@ class LocalLogicalReplication:
                 " greatest((pg_stat_file(pg_current_logfile())).size - 65536, 0), 65536)",
             )
         except Exception:  # no log collector, or no right to read the log
-            return f"see the warehouse server log; usually {advice}"
-        failures = APPLY_ERROR.findall(rows[0][0] or "") if rows else []
+            return None, f"see the warehouse server log; usually {advice}"
+        log_tail = (rows[0][0] or "") if rows else ""
+        failures = list(APPLY_ERROR.finditer(log_tail))
+        lost = list(SOURCE_LOST.finditer(log_tail))
+        if lost and (not failures or lost[-1].start() > failures[-1].start()):
+            return lost[-1].group(1).strip(), ""
         if not failures:
-            return f"see the warehouse server log; usually {advice}"
-        message, detail, relation = failures[-1]
-        return f"table {relation}: {message.strip()} ({detail.strip()}); {advice}"
+            return None, f"see the warehouse server log; usually {advice}"
+        message, detail, relation = failures[-1].groups()
+        return None, f"table {relation}: {message.strip()} ({detail.strip()}); {advice}"
 
     @staticmethod
     def _table_states(warehouse: PgConnection) -> dict[str, str]:

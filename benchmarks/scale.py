@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import threading
 from collections import defaultdict
@@ -26,13 +27,14 @@ from pathlib import Path
 from benchmarks.pipeline_run import MemorySampler
 from localdev import REPO_ROOT
 from localdev.airflow_env import BUNDLED_ARCHIVE, build_dbt_manifest
-from localdev.airflow_local import LocalAirflow
+from localdev.airflow_local import AirflowError, LocalAirflow
 from localdev.demo import run_through_scheduler
 from localdev.stack import LocalStack, free_port, private_stack
 from localdev.synthetic import write_synthetic_dataset
 
 SYNTHETIC_DIR = REPO_ROOT / ".local" / "synthetic"
 DEFAULT_CHART = REPO_ROOT / "docs" / "images" / "scale-time-per-hop.png"
+FAILED_RUN_LOGS = REPO_ROOT / ".local" / "bench-scale-failed"
 TOTAL = "load triggered -> analytics done"
 # What else runs for the pipeline, beside the Airflow task and dbt processes.
 STACK_PROCESS_KINDS = {"PostgreSQL": "postgres", "S3 API (moto)": "moto_server"}
@@ -140,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             airflow.start()
             try:
                 results[ratings] = measure(stack, airflow)
+            except AirflowError:
+                # The private stack and its Airflow home go when the benchmark ends.
+                shutil.copytree(home / "logs", FAILED_RUN_LOGS / str(ratings), dirs_exist_ok=True)
+                print(f"the failed run's task logs: {FAILED_RUN_LOGS / str(ratings)}")
+                raise
             finally:
                 airflow.stop()
             print(f"\n{ratings:,} ratings:", flush=True)

@@ -18,6 +18,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 from conftest import CFN_DIR
+from test_cfn_deploy import Run as DeployRun
 from test_cfn_deploy import run_with_fake_aws
 from test_cfn_templates import param_default, props
 
@@ -251,12 +252,8 @@ def test_script_defaults_match_the_templates(session, templates) -> None:
 
 
 # ----------------------------------------------------------------- running the script
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    calls: list[list[str]]
+class Run(DeployRun):
+    """A run of the script: its exit code, output and the ``aws`` calls it made."""
 
     @property
     def commands(self) -> list[tuple[str, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -14,16 +15,45 @@ from airflow.models import DagBag
 from localdev import REPO_ROOT
 from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
 
-SEED_MODELS = {
-    "stg_ratings",
-    "stg_tags",
-    "stg_movies",
-    "stg_links",
-    "int_movie_ratings",
-    "int_user_profiles",
-    "analytics_movie_insights",
-    "analytics_user_engagement",
-}
+GROUP = "dbt_movielens"
+# The task the dbt task group starts after, and the ones that follow all of it.
+BEFORE_DBT = "ensure_analytics_database"
+AFTER_DBT = {"summarize_run", "publish_dbt_docs"}
+
+
+def expected_dbt_tasks(manifest: Path, mode: str) -> dict[str, set[str]]:
+    """Each dbt task id and its upstream task ids, derived from the manifest alone.
+
+    Cosmos renders a model as one task (LOCAL: `<model>_model_build`) or as a watcher of its run
+    and one of its tests (WATCHER: `<model>.run`, `<model>.test`, plus the producer); a test
+    with more than one parent is a task of its own (`<test>_test`) after all its parent models.
+    """
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    models = {n["unique_id"]: n["name"] for n in nodes if n["resource_type"] == "model"}
+
+    def done(model_id: str) -> str:
+        name = models[model_id]
+        return f"{GROUP}.{name}_model_build" if mode == "local" else f"{GROUP}.{name}.test"
+
+    def after(parent_ids: list[str]) -> set[str]:
+        return {done(p) for p in parent_ids if p in models} or {BEFORE_DBT}
+
+    tasks: dict[str, set[str]] = {}
+    for node in nodes:
+        parents = node["depends_on"]["nodes"]
+        if node["resource_type"] == "model":
+            if mode == "local":
+                tasks[done(node["unique_id"])] = after(parents)
+            else:
+                run = f"{GROUP}.{node['name']}.run"
+                tasks[run] = after(parents)
+                tasks[done(node["unique_id"])] = {run}
+        elif node["resource_type"] == "test" and len(parents) > 1:
+            tasks[f"{GROUP}.{node['name']}_test"] = after(parents)
+    if mode == "watcher":
+        tasks[f"{GROUP}.dbt_producer_watcher"] = {BEFORE_DBT}
+        tasks[f"{GROUP}.dbt_producer_watcher_done"] = {f"{GROUP}.dbt_producer_watcher"}
+    return tasks
 
 
 @pytest.fixture
@@ -63,16 +93,19 @@ def test_dags_import_without_errors_or_network(
     assert no_network == []
 
     transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
-    group = {task_id.removeprefix("dbt_movielens.") for task_id in transform.task_ids}
-    if mode == "local":
-        # One `dbt build` task per model (Cosmos TestBehavior.BUILD).
-        model_builds = {t.removesuffix("_model_build") for t in group if t.endswith("_model_build")}
-        assert model_builds >= SEED_MODELS
-    else:
-        # One `dbt build` producer; a watcher of each model's run and of its tests.
-        assert "dbt_producer_watcher" in group
-        assert {t.removesuffix(".run") for t in group if t.endswith(".run")} >= SEED_MODELS
-        assert {t.removesuffix(".test") for t in group if t.endswith(".test")} >= SEED_MODELS
+    # Every model and multi-parent test of the manifest is a task, with exactly its dbt parents
+    # upstream; nothing else is in the group.
+    expected = expected_dbt_tasks(dbt_manifest, mode)
+    rendered = {
+        task.task_id: set(task.upstream_task_ids)
+        for task in transform.tasks
+        if task.task_id.startswith(f"{GROUP}.")
+    }
+    assert rendered == expected
+    # The summary and the docs follow every dbt task that nothing else in the group follows.
+    last = set(expected) - set().union(*expected.values())
+    for task_id in AFTER_DBT:
+        assert transform.get_task(task_id).upstream_task_ids == last
     # The wait, the reconciliation and the run summary bracket the dbt task group.
     sensor = transform.get_task("wait_for_zero_etl_catch_up")
     assert "bootstrap_zero_etl_target" in sensor.upstream_task_ids
@@ -82,8 +115,9 @@ def test_dags_import_without_errors_or_network(
         "bootstrap_zero_etl_target",
         "check",
     )
-    final = transform.get_task("summarize_run")
-    assert any(task_id.startswith("dbt_movielens.") for task_id in final.upstream_task_ids)
+    chain = ["bootstrap_zero_etl_target", "wait_for_zero_etl_catch_up", "reconcile_replica_counts"]
+    for upstream, task_id in zip(chain, [*chain[1:], BEFORE_DBT], strict=True):
+        assert transform.get_task(task_id).upstream_task_ids == {upstream}
 
 
 def test_load_dag_publishes_the_datasets_the_transform_dag_waits_on(dbt_manifest: Path) -> None:

@@ -47,8 +47,7 @@ movie_tags as (
 
 overall as (
 
-    select avg(cast(rating as double precision)) as overall_avg_rating
-    from {{ ref('stg_ratings') }}
+    {{ mean_rating() }}
 
 ),
 

@@ -25,8 +25,7 @@ movie_ratings as (
 
 overall as (
 
-    select avg(cast(rating as double precision)) as overall_avg_rating
-    from {{ ref('int_ratings') }}
+    {{ mean_rating() }}
 
 ),
 

@@ -6,7 +6,7 @@ with
 
 ratings as (
 
-    select * from {{ ref('stg_ratings') }}
+    select * from {{ ref('int_ratings') }}
 
 ),
 

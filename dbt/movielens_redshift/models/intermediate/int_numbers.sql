@@ -1,9 +1,3 @@
-{{
-    config(
-        materialized='table',
-    )
-}}
-
 {#
     The integers 1 to 100: a numbers table for exploding delimited lists
     with split_part (Redshift has no generate_series on compute nodes and no

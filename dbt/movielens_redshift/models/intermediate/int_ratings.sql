@@ -1,13 +1,3 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key=['user_id', 'movie_id'],
-        incremental_strategy='delete+insert',
-        on_schema_change='fail',
-        post_hook="{{ delete_rows_missing_from_ratings_source() }}",
-    )
-}}
-
 {#
     The ratings fact: one row per user and movie, incremental by key.
 

@@ -11,10 +11,18 @@
 # `exit` to a handler that saves the environment to /tmp/customer_env_vars.json, then sources
 # this file; without that JSON the container fails). So this file changes no shell option and
 # never exits: the build runs in a subshell that reports its status. If it fails, this says so,
-# exports no dbt path, sets MOVIELENS_DBT_VENV_ERROR, and the component still starts (the
-# DAG's dbt tasks then fail with that message).
+# sets MOVIELENS_DBT_VENV_ERROR, and the component still starts (the DAG's dbt tasks then fail
+# with that message).
 #
-# Locally, `make venvs` sources this same script with DBT_VENV_PATH=.venv/dbt and
+# The venv goes where the DAG looks for dbt: the [movielens] dbt_executable_path option
+# (<venv>/bin/dbt), which cloudformation/mwaa.yaml sets in AirflowConfigurationOptions. MWAA runs
+# this script with the environment's configuration options as AIRFLOW__<SECTION>__<KEY>
+# variables, and they override whatever this script exports (aws/amazon-mwaa-docker-images
+# images/airflow/2.10.3/python/mwaa/config/setup_environment.py): so this script reads the
+# option and exports no Airflow option of its own.
+#
+# Locally, `make venvs` sources this same script with
+# AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH=.venv/dbt/bin/dbt and
 # DBT_WHEELHOUSE=.local/wheelhouse/2.10.3/dbt (the wheels the 2.10.3 bundle ships).
 
 movielens_dbt_packages="dbt-core==1.11.16 dbt-postgres==1.11.0 dbt-redshift==1.11.2"
@@ -54,6 +62,11 @@ movielens_build_dbt_venv() (
     echo "startup.sh: no wheelhouse at ${wheelhouse}: deploy the plugins.zip \`make bundle\` builds" >&2
     return 2
   fi
+  # The path comes from the configuration: never delete a folder this script did not build.
+  if [[ -e "${venv}" && ! -f "${stamp}" ]]; then
+    echo "startup.sh: ${venv} exists and is not a dbt venv this script built; leaving it" >&2
+    return 6
+  fi
   rm -rf "${venv}"
   if ! "${python}" -m venv "${venv}"; then
     echo "startup.sh: '${python} -m venv ${venv}' failed" >&2
@@ -81,20 +94,23 @@ if [[ "${MWAA_AIRFLOW_COMPONENT:-}" == "webserver" ]]; then
   echo "startup.sh: webserver does not run dbt; skipping the dbt venv"
 else
   unset MOVIELENS_DBT_VENV_ERROR
-  movielens_dbt_venv="${DBT_VENV_PATH:-${AIRFLOW_HOME:-/usr/local/airflow}/dbt_venv}"
+  movielens_dbt="${AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH:-${AIRFLOW_HOME:-/usr/local/airflow}/dbt_venv/bin/dbt}"
+  movielens_dbt_venv="${movielens_dbt%/bin/dbt}"
   movielens_status=0
-  movielens_build_dbt_venv "${movielens_dbt_venv}" \
-    "${DBT_WHEELHOUSE:-/usr/local/airflow/plugins/wheels/dbt}" "${PYTHON:-python3}" \
-    "${movielens_dbt_packages}" || movielens_status=$?
-  if [[ "${movielens_status}" == 0 ]]; then
-    # Read by the DAG's [movielens] dbt_executable_path.
-    export AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH="${movielens_dbt_venv}/bin/dbt"
+  if [[ "${movielens_dbt_venv}/bin/dbt" != "${movielens_dbt}" ]]; then
+    echo "startup.sh: [movielens] dbt_executable_path ${movielens_dbt} is not <venv>/bin/dbt" >&2
+    movielens_status=1
   else
+    movielens_build_dbt_venv "${movielens_dbt_venv}" \
+      "${DBT_WHEELHOUSE:-/usr/local/airflow/plugins/wheels/dbt}" "${PYTHON:-python3}" \
+      "${movielens_dbt_packages}" || movielens_status=$?
+  fi
+  if [[ "${movielens_status}" != 0 ]]; then
     export MOVIELENS_DBT_VENV_ERROR="startup.sh could not build the dbt venv at ${movielens_dbt_venv} (status ${movielens_status}); see this component's startup log"
     echo "startup.sh: ERROR: ${MOVIELENS_DBT_VENV_ERROR}." \
       "The component starts without dbt; the DAG's dbt tasks will fail." >&2
   fi
-  unset movielens_dbt_venv movielens_status
+  unset movielens_dbt movielens_dbt_venv movielens_status
 fi
 unset -f movielens_pip movielens_build_dbt_venv
 unset movielens_dbt_packages

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localdev import REPO_ROOT
+from movielens_pipeline.dbt_manifest import parse_project
+from movielens_pipeline.names import AWS_CONN_ID, DBT_DOCS_PREFIX
 
 if TYPE_CHECKING:  # importing the stack imports Airflow, which must read this module's env first
     from localdev.stack import LocalStack
@@ -94,6 +96,10 @@ def airflow_environment(
         **shared_airflow_settings(),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "AIRFLOW__MOVIELENS__RAW_BUCKET": stack.bucket,
+        "AIRFLOW__MOVIELENS__ALARM_TOPIC_ARN": stack.alarm_topic_arn,
+        # Browse > dbt Docs (Cosmos' plugin) serves the site publish_dbt_docs uploads there.
+        "AIRFLOW__COSMOS__DBT_DOCS_DIR": f"s3://{stack.bucket}/{DBT_DOCS_PREFIX}",
+        "AIRFLOW__COSMOS__DBT_DOCS_CONN_ID": AWS_CONN_ID,
         "AIRFLOW__MOVIELENS__ARCHIVE": (
             archive or os.environ.get("MOVIELENS_ARCHIVE") or str(BUNDLED_ARCHIVE)
         ),
@@ -133,20 +139,7 @@ def dagbag_report(python: Path, dag_folder: Path, env: dict[str, str]) -> dict:
 
 def build_dbt_manifest() -> Path:
     """``dbt parse`` into ``target/manifest.json``: Cosmos renders the DAG from it."""
-    subprocess.run(
-        [
-            str(DBT_VENV / "bin" / "dbt"),
-            "parse",
-            "--quiet",
-            "--profiles-dir",
-            ".",
-            "--project-dir",
-            ".",
-        ],
-        cwd=DBT_PROJECT_DIR,
-        check=True,
-    )
-    return DBT_PROJECT_DIR / "target" / "manifest.json"
+    return parse_project(DBT_PROJECT_DIR, DBT_VENV / "bin" / "dbt")
 
 
 def airflow(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:

@@ -1,16 +1,19 @@
 """Build, check and upload the MWAA bundle.
 
-    python -m localdev.mwaa_bundle build [--target 2.10.3|3.0.6]
+    python -m localdev.mwaa_bundle build [--target 2.10.3|2.11.0|3.0.6]
     python -m localdev.mwaa_bundle deploy --bucket data-handson-mds-mwaa-dev [--target ...]
-                                          [--endpoint-url URL]
+                                          [--environment NAME] [--endpoint-url URL]
     python -m localdev.mwaa_bundle wheelhouse [--target ...]
     python -m localdev.mwaa_bundle image-lock [--target ...]
     python -m localdev.mwaa_bundle image-packages --target ... --bom BOM.txt --commit SHA
 
 The bundle is laid out as the MWAA bucket holds it: ``dags/`` (the DAG files and
 ``dags/dbt/movielens_redshift`` with its prebuilt manifest), ``plugins.zip``,
-``requirements.txt`` and ``startup.sh``. ``deploy`` syncs ``dags/``, uploads the other three
-and prints the S3 object versions that the MWAA environment must point at.
+``requirements.txt`` and ``startup.sh``, beside ``airflow-version.txt`` (the Airflow version the
+bundle is built for). ``deploy`` syncs ``dags/``, uploads the other three, each object with that
+version as its S3 user metadata ``airflow-version``, and prints the S3 object versions that the
+MWAA environment must point at; with ``--environment`` it first refuses an environment that runs
+another Airflow version.
 
 Nothing on MWAA reaches PyPI: a private web server has no route to it, and a container that
 rebuilt dbt from the internet on every start would depend on it. ``plugins.zip`` carries, under
@@ -44,6 +47,12 @@ from localdev.airflow_env import (
     dagbag_report,
     without_airflow_settings,
 )
+from movielens_pipeline.dbt_manifest import (
+    PARSED_FILES_RECORD,
+    DbtManifestError,
+    manifest_path,
+    parse_project,
+)
 
 BUILD_ROOT = REPO_ROOT / "build"
 BUILD_DIR = BUILD_ROOT / "mwaa"
@@ -66,6 +75,12 @@ MWAA_PLATFORMS = (
 )
 # Any connection pip tries while "offline" goes here and fails at once.
 UNREACHABLE_PROXY = "http://127.0.0.1:9"
+# The bundle's Airflow version: a file beside the bundle's objects, and each uploaded object's
+# S3 user metadata (x-amz-meta-airflow-version), which cloudformation/deploy.sh reads too.
+VERSION_FILE = "airflow-version.txt"
+VERSION_METADATA = "airflow-version"
+# Tells Airflow's plugin manager to skip the package and the wheels (shipped in plugins.zip).
+PLUGINS_IGNORE = REPO_ROOT / "plugins" / ".airflowignore"
 
 
 class BundleError(RuntimeError):
@@ -80,6 +95,7 @@ class Target:
     python: str  # the interpreter of MWAA's image (its Dockerfile's PYTHON_VERSION)
     requirements: Path
     lock: Path  # the full lock of the local environment resolved under the same constraints
+    venv: Path  # that local environment: the bundle check imports the DAGs with its Airflow
     # docker-compose runs apache/airflow's image, which holds only what the Airflow constraints
     # list; MWAA's image adds a few packages, of which Cosmos needs these. Their wheels (at the
     # MWAA image's version) ride along so that the same requirements.txt installs offline there;
@@ -90,6 +106,10 @@ class Target:
     # ...and what the dbt venv needs beyond its lock, at the constraints' version: Python 3.12's
     # venv has no setuptools, which redshift-connector declares as a dependency.
     dbt_extras: tuple[str, ...] = field(default=())
+
+    @property
+    def interpreter(self) -> Path:
+        return self.venv / "bin" / "python"
 
     @property
     def python_minor(self) -> str:
@@ -130,14 +150,27 @@ TARGETS = {
         "3.11.9",
         REPO_ROOT / "requirements.txt",
         REPO_ROOT / "requirements" / "airflow-local.txt",
+        REPO_ROOT / ".venv" / "airflow",
         compose_extras=("msgpack",),
         venv_seed={"setuptools": "65.5.0"},
+    ),
+    # The image's Dockerfile: ENV PYTHON_VERSION=3.12.10 (aws/amazon-mwaa-docker-images
+    # images/airflow/2.11.0/Dockerfiles/Dockerfile.base).
+    "2.11.0": Target(
+        "2.11.0",
+        "3.12.10",
+        REPO_ROOT / "requirements-airflow-2.11.0.txt",
+        REPO_ROOT / "requirements" / "airflow211.txt",
+        REPO_ROOT / ".venv" / "airflow211",
+        compose_extras=("msgpack",),
+        dbt_extras=("setuptools",),
     ),
     "3.0.6": Target(
         "3.0.6",
         "3.12.10",
         REPO_ROOT / "requirements-airflow-3.0.6.txt",
         REPO_ROOT / "requirements" / "airflow306.txt",
+        REPO_ROOT / ".venv" / "airflow306",
         dbt_extras=("setuptools",),
     ),
 }
@@ -449,8 +482,6 @@ def check_dbt_wheelhouse_offline(bundle: Path, target: Target) -> None:
 def build_bundle(out_dir: Path | None = None, target: Target = TARGETS[DEFAULT_TARGET]) -> Path:
     """Lay the bundle out in ``out_dir`` (replacing it) and check that MWAA can import and
     install it."""
-    from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
-
     out_dir = out_dir or target.build_dir
     try:
         manifest_path(DBT_PROJECT)
@@ -474,8 +505,7 @@ def build_bundle(out_dir: Path | None = None, target: Target = TARGETS[DEFAULT_T
     with zipfile.ZipFile(out_dir / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as plugins:
         for path in sorted((REPO_ROOT / "plugins").rglob("*.py")):
             plugins.write(path, path.relative_to(REPO_ROOT / "plugins").as_posix())
-        # Airflow's plugin loader walks the plugins folder: the wheels are not plugins.
-        plugins.writestr(".airflowignore", f"{WHEELS}/\n")
+        plugins.write(PLUGINS_IGNORE, PLUGINS_IGNORE.name)
         for path in sorted(wheelhouse.rglob("*")):
             if path.is_file() and not path.name.startswith("."):
                 # Wheels are zip files already: store them as they are.
@@ -483,8 +513,17 @@ def build_bundle(out_dir: Path | None = None, target: Target = TARGETS[DEFAULT_T
                 plugins.write(path, arcname, zipfile.ZIP_STORED)
     shutil.copy2(target.requirements, out_dir / "requirements.txt")
     shutil.copy2(STARTUP_SCRIPT, out_dir / "startup.sh")
+    (out_dir / VERSION_FILE).write_text(f"{target.airflow}\n")
     check_bundle(out_dir, target)
     return out_dir
+
+
+def bundle_airflow_version(bundle: Path) -> str:
+    """The Airflow version ``bundle`` was built for (its ``airflow-version.txt``)."""
+    try:
+        return (bundle / VERSION_FILE).read_text().strip()
+    except FileNotFoundError:
+        raise BundleError(f"{bundle} has no {VERSION_FILE}: build it with `make bundle`") from None
 
 
 def parse_for_redshift(target_path: Path) -> Path:
@@ -495,30 +534,32 @@ def parse_for_redshift(target_path: Path) -> Path:
     settings (host, user, database...), which are the environment's, not known here; Cosmos
     keeps the first parse on each worker instead.
     """
-    result = subprocess.run(
-        [
-            str(DBT_VENV / "bin" / "dbt"),
-            *("parse", "--quiet", "--target", "redshift"),
-            *("--profiles-dir", str(DBT_PROJECT), "--project-dir", str(DBT_PROJECT)),
-            *("--target-path", str(target_path)),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise BundleError(f"dbt parse for Redshift failed:\n{result.stdout[-3000:]}")
+    try:
+        parse_project(DBT_PROJECT, DBT_VENV / "bin" / "dbt", target_path, "--target", "redshift")
+    except DbtManifestError as error:
+        raise BundleError(f"dbt parse for Redshift failed: {error}") from None
     for generated in target_path.iterdir():
-        if generated.name != "manifest.json":
+        if generated.name not in ("manifest.json", PARSED_FILES_RECORD):
             generated.unlink()
     return target_path / "manifest.json"
 
 
 def check_bundle(bundle: Path, target: Target = TARGETS[DEFAULT_TARGET]) -> None:
-    """Import the bundle's DAGs as MWAA would (DAG folder and plugins.zip only, AWS runtime;
-    in this Airflow 2.10.3 environment), and check that its requirements and dbt wheels
-    install offline for the target's Python."""
+    """Check that the bundle's requirements and dbt wheels install offline for the target's
+    Python, and that its DAGs import under the target's Airflow."""
     check_requirements_offline(bundle, target)
     check_dbt_wheelhouse_offline(bundle, target)
+    check_dags_import(bundle, target)
+
+
+def check_dags_import(bundle: Path, target: Target) -> dict:
+    """Import the bundle's DAGs as MWAA would (DAG folder and plugins.zip only, AWS runtime)
+    with the target's Airflow (its local environment); return the DagBag report."""
+    if not target.interpreter.is_file():
+        raise BundleError(
+            f"{target.venv} is missing (Airflow {target.airflow}, which the check imports the "
+            f"DAGs with): `make bundle AIRFLOW_TARGET={target.airflow}` builds it"
+        )
     with tempfile.TemporaryDirectory(prefix="mwaa-check-") as home:
         env = {
             **without_airflow_settings(os.environ),
@@ -531,19 +572,40 @@ def check_bundle(bundle: Path, target: Target = TARGETS[DEFAULT_TARGET]) -> None
             "PYTHONPATH": str(bundle / "plugins.zip"),
         }
         try:
-            report = dagbag_report(Path(sys.executable), bundle / "dags", env)
+            report = dagbag_report(target.interpreter, bundle / "dags", env)
         except RuntimeError as error:
             raise BundleError(f"Importing the bundle failed: {error}") from None
     if report["errors"] or len(report["dags"]) != len(list((bundle / "dags").glob("*.py"))):
-        raise BundleError(f"The bundle's DAGs do not import: {report}")
+        raise BundleError(f"The bundle's DAGs do not import under {target.airflow}: {report}")
+    return report
 
 
 def bundle_size(bundle: Path) -> int:
     return sum(path.stat().st_size for path in bundle.rglob("*") if path.is_file())
 
 
+def check_environment_version(mwaa_client: Any, environment: str, airflow: str) -> None:
+    """Refuse an MWAA environment whose Airflow version is not ``airflow``: a bundle's
+    requirements.txt carries its own version's constraints (and cp312 wheels for 2.11.0 and
+    3.0.6), which pip cannot install on another."""
+    from botocore.exceptions import ClientError
+
+    try:
+        running = mwaa_client.get_environment(Name=environment)["Environment"]["AirflowVersion"]
+    except ClientError as error:
+        raise BundleError(f"Reading MWAA environment {environment} failed: {error}") from None
+    if running != airflow:
+        raise BundleError(
+            f"MWAA environment {environment} runs Airflow {running}, the bundle is built for "
+            f"{airflow}: deploy with AIRFLOW_TARGET={running}, or change the environment's "
+            "AirflowVersion first (README, Airflow versions)"
+        )
+
+
 def deploy_bundle(bundle: Path, s3_client: Any, bucket: str) -> dict[str, str]:
-    """Sync ``dags/`` and upload the versioned objects; return their version ids."""
+    """Sync ``dags/`` and upload the versioned objects, each with the bundle's Airflow version
+    as its ``airflow-version`` metadata; return the versioned objects' version ids."""
+    extra = {"Metadata": {VERSION_METADATA: bundle_airflow_version(bundle)}}
     versioning = s3_client.get_bucket_versioning(Bucket=bucket).get("Status")
     if versioning != "Enabled":
         raise BundleError(
@@ -556,7 +618,7 @@ def deploy_bundle(bundle: Path, s3_client: Any, bucket: str) -> dict[str, str]:
         if path.is_file()
     }
     for key, path in sorted(wanted.items()):
-        s3_client.upload_file(str(path), bucket, key)
+        s3_client.upload_file(str(path), bucket, key, ExtraArgs=extra)
     paginator = s3_client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix="dags/"):
         for item in page.get("Contents", []):
@@ -564,7 +626,7 @@ def deploy_bundle(bundle: Path, s3_client: Any, bucket: str) -> dict[str, str]:
                 s3_client.delete_object(Bucket=bucket, Key=item["Key"])
     versions = {}
     for name, parameter in VERSIONED_OBJECTS.items():
-        s3_client.upload_file(str(bundle / name), bucket, name)
+        s3_client.upload_file(str(bundle / name), bucket, name, ExtraArgs=extra)
         versions[parameter] = s3_client.head_object(Bucket=bucket, Key=name)["VersionId"]
     return versions
 
@@ -600,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     deploy = commands.add_parser("deploy", help="build, check and upload to the MWAA bucket")
     deploy.add_argument("--bucket", required=True)
     deploy.add_argument("--endpoint-url", default=None, help="an S3 API other than AWS's")
+    deploy.add_argument(
+        "--environment", default=None, help="the MWAA environment: refuse another Airflow version"
+    )
     wheelhouse = commands.add_parser("wheelhouse", help="download (or reuse) the target's wheels")
     lock = commands.add_parser("image-lock", help="print what the MWAA image holds of the lock")
     packages = commands.add_parser("image-packages", help="print the image's list from its BOM")
@@ -620,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
             house = ensure_wheelhouse(target)
             print(f"wheelhouse: {house} ({bundle_size(house) / 2**20:.1f} MiB)")
             return 0
+        if args.command == "deploy" and args.environment:
+            import boto3
+
+            check_environment_version(boto3.client("mwaa"), args.environment, target.airflow)
         bundle = build_bundle(target=target)
         size, plugins_size = bundle_size(bundle), (bundle / "plugins.zip").stat().st_size
         print(

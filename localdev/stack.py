@@ -56,6 +56,12 @@ from movielens_pipeline.names import (
 from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, LocalLogicalReplication
 
 DEFAULT_STACK_DIR = REPO_ROOT / ".local" / "stack"
+# moto's default account id (moto.core.models.DEFAULT_ACCOUNT_ID).
+MOTO_ACCOUNT_ID = "123456789012"
+# The operations stack's alarm topic (<project>-<env>-alarms), and a queue subscribed to it
+# where the local failure notifications can be read (on AWS an e-mail subscription).
+ALARM_TOPIC = "data-handson-mds-dev-alarms"
+ALARM_INBOX = f"{ALARM_TOPIC}-inbox"
 STACK_VENV = REPO_ROOT / ".venv" / "stack"
 SUPERUSER = "postgres"
 # Locally the warehouse's database is the analytics database (no cross-database reads).
@@ -350,11 +356,15 @@ class LocalStack:
             return cursor.fetchall() if cursor.description else []
 
     def s3_client(self):  # noqa: ANN201 - boto3 client
+        return self.aws_client("s3")
+
+    def aws_client(self, service: str):  # noqa: ANN201 - boto3 client
+        """A boto3 client of the local AWS API (moto's server: S3, SNS, SQS)."""
         import boto3
 
         values = self._secrets()
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=f"http://127.0.0.1:{self.s3_port}",
             region_name=DEFAULT_REGION,
             aws_access_key_id=values["aws_access_key_id"],
@@ -412,6 +422,26 @@ class LocalStack:
         existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
         if self.bucket not in existing:
             client.create_bucket(Bucket=self.bucket)
+        self._ensure_alarm_topic()
+
+    @property
+    def alarm_topic_arn(self) -> str:
+        return f"arn:aws:sns:{DEFAULT_REGION}:{MOTO_ACCOUNT_ID}:{ALARM_TOPIC}"
+
+    def alarm_queue_url(self) -> str:
+        return self.aws_client("sqs").get_queue_url(QueueName=ALARM_INBOX)["QueueUrl"]
+
+    def _ensure_alarm_topic(self) -> None:
+        """The alarm topic and the queue subscribed to it (create calls are idempotent)."""
+        sns, sqs = self.aws_client("sns"), self.aws_client("sqs")
+        topic_arn = sns.create_topic(Name=ALARM_TOPIC)["TopicArn"]
+        queue_url = sqs.create_queue(QueueName=ALARM_INBOX)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        subscribed = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+        if queue_arn not in {subscription["Endpoint"] for subscription in subscribed}:
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
 
     def replication(self) -> LocalLogicalReplication:
         """The zero-ETL stand-in, driven by the same code the transform DAG runs."""

@@ -1,4 +1,5 @@
-"""The DAGs under Airflow 3: MWAA's 3.0.6 (parsed and run) and the latest 3.x (parsed)."""
+"""The DAGs under MWAA's other Airflow versions, 2.11.0 and 3.0.6 (parsed and run), and under
+the latest 3.x (parsed)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,30 @@ from localdev.airflow_env import (
     dagbag_report,
     without_airflow_settings,
 )
+from localdev.mwaa_bundle import TARGETS
 
-# MWAA's Airflow 3 (requirements/airflow306.txt) and the latest 3.x (requirements/airflow3.txt).
-AIRFLOW_3_VENVS = {
-    "3.0.6": REPO_ROOT / ".venv" / "airflow306",
+# Runs the DAGs in the Airflow 2.11 and 3.x environments.
+pytestmark = pytest.mark.integration
+
+# MWAA's 2.11.0 and 3.0.6 (requirements/airflow211.txt, airflow306.txt) and the latest 3.x
+# (requirements/airflow3.txt).
+AIRFLOW_VENVS = {
+    "2.11.0": TARGETS["2.11.0"].venv,
+    "3.0.6": TARGETS["3.0.6"].venv,
     "latest": REPO_ROOT / ".venv" / "airflow3",
 }
 
 
-def airflow3_bin(version: str, program: str) -> Path:
-    path = AIRFLOW_3_VENVS[version] / "bin" / program
+def airflow_bin(version: str, program: str) -> Path:
+    path = AIRFLOW_VENVS[version] / "bin" / program
     if not path.is_file():
-        pytest.fail(f"{path} is missing: run `make airflow3`")
+        pytest.fail(f"{path} is missing: run `make airflow211 airflow3`")
     return path
 
 
-@pytest.mark.parametrize("version", list(AIRFLOW_3_VENVS))
+@pytest.mark.parametrize("version", list(AIRFLOW_VENVS))
 @pytest.mark.parametrize("runtime", ["local", "aws"])
-def test_dags_import_under_airflow_3(
+def test_dags_import_under_other_airflow_versions(
     version: str, runtime: str, dbt_manifest: Path, tmp_path: Path
 ):
     env = {
@@ -40,10 +47,10 @@ def test_dags_import_under_airflow_3(
         **airflow_base_env(tmp_path, runtime=runtime),
         "PYTHONPATH": str(REPO_ROOT / "plugins"),
     }
-    report = dagbag_report(airflow3_bin(version, "python"), REPO_ROOT / "dags", env)
+    report = dagbag_report(airflow_bin(version, "python"), REPO_ROOT / "dags", env)
     compat = subprocess.run(
         [
-            str(airflow3_bin(version, "python")),
+            str(airflow_bin(version, "python")),
             "-c",
             "from movielens_pipeline.compat import AIRFLOW_3, TRIGGERING_EVENTS as EVENTS;"
             "print(AIRFLOW_3, EVENTS)",
@@ -52,33 +59,44 @@ def test_dags_import_under_airflow_3(
         capture_output=True,
         text=True,
     )
-    assert compat.stdout.split() == ["True", "triggering_asset_events"], compat.stderr[-2000:]
+    airflow_3 = version == "latest" or version.startswith("3.")
+    expected = (
+        ["True", "triggering_asset_events"] if airflow_3 else ["False", "triggering_dataset_events"]
+    )
+    assert compat.stdout.split() == expected, compat.stderr[-2000:]
     if version == "latest":
         assert report["version"].startswith("3.")
     else:
         assert report["version"] == version
     assert report["errors"] == {}
     assert report["dags"] == ["dag_dbt_movielens_zeroetl_cosmos", "dag_movielens_load_aurora"]
-    assert report["timetables"]["dag_dbt_movielens_zeroetl_cosmos"] == "AssetOrTimeSchedule"
+    timetable = "AssetOrTimeSchedule" if airflow_3 else "DatasetOrTimeSchedule"
+    assert report["timetables"]["dag_dbt_movielens_zeroetl_cosmos"] == timetable
 
 
-def test_both_dags_run_green_under_mwaa_airflow_3(
-    local_stack, archive_path: Path, dbt_manifest: Path, tmp_path
+@pytest.mark.parametrize("version", ["2.11.0", "3.0.6"])
+def test_both_dags_run_green_under_mwaa_airflow(
+    version: str, local_stack, archive_path: Path, dbt_manifest: Path, tmp_path
 ):
-    """`airflow dags test` of both DAGs with Airflow 3.0.6's task runner, on the local stack."""
+    """`airflow dags test` of both DAGs with the task runner of MWAA's Airflow 2.11.0 and
+    3.0.6, on the local stack."""
     env = airflow_environment(local_stack, tmp_path, str(archive_path))
     env["PYTHONPATH"] = str(REPO_ROOT / "plugins")
-    # Cosmos emits per-model assets through aliases on Airflow 3 (off only for 2.10's dags test).
-    env["AIRFLOW__COSMOS__ENABLE_DATASET_ALIAS"] = "True"
-    airflow3 = airflow3_bin("3.0.6", "airflow")
-    # As a DAG processor would first: the metadata database, then the DAGs and their assets
-    # registered (3.0 refuses a task whose outlets are assets it has not registered).
-    for command in (["db", "migrate"], ["dags", "reserialize"]):
-        setup = subprocess.run([str(airflow3), *command], env=env, capture_output=True, text=True)
+    if version.startswith("3."):
+        # Cosmos emits per-model assets through aliases on Airflow 3 (off for 2.x's dags test).
+        env["AIRFLOW__COSMOS__ENABLE_DATASET_ALIAS"] = "True"
+    airflow = airflow_bin(version, "airflow")
+    # As a DAG processor would first: the metadata database, then, on 3.x, the DAGs and their
+    # assets registered (3.0 refuses a task whose outlets are assets it has not registered).
+    setup_commands = [["db", "migrate"]]
+    if version.startswith("3."):
+        setup_commands.append(["dags", "reserialize"])
+    for command in setup_commands:
+        setup = subprocess.run([str(airflow), *command], env=env, capture_output=True, text=True)
         assert setup.returncode == 0, setup.stderr[-3000:]
     for dag_id in ("dag_movielens_load_aurora", "dag_dbt_movielens_zeroetl_cosmos"):
         run = subprocess.run(
-            [str(airflow3), "dags", "test", dag_id], env=env, capture_output=True, text=True
+            [str(airflow), "dags", "test", dag_id], env=env, capture_output=True, text=True
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert f"DagRun Finished: dag_id={dag_id}" in run.stdout + run.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -192,3 +193,86 @@ def test_unreachable_grouplens_fails_at_once_naming_the_offline_option(
     assert not list((tmp_path / "cache").glob("*"))
     # No retry: the task fails for good (AirflowFailException), it does not wait to try again.
     assert isinstance(error.value, AirflowFailException)
+
+
+def movies_lines(archive_path: Path) -> list[bytes]:
+    with zipfile.ZipFile(archive_path) as archive:
+        return archive.read("ml-latest-small/movies.csv").split(b"\r\n")[:-1]
+
+
+# name: (lines replaced in the real movies.csv, the lines the message names, its parts)
+MALFORMED = {
+    "empty": (
+        None,
+        {1},
+        [
+            "movies.csv in {folder} is empty (0 bytes): line 1 should be the header "
+            "movieId,title,genres. Re-download or re-export the file."
+        ],
+    ),
+    "columns-swapped-in-header": (
+        {1: b"movieId,genres,title"},
+        {1},
+        ['line 1 reads "movieId,genres,title". Make line 1 movieId,title,genres'],
+    ),
+    "quote-never-closed-early": (
+        {6: b'5,"Father of the Bride Part II (1995),Comedy'},
+        {6, 12},  # Python's csv ends that row at line 12, where the next quoted title is
+        [
+            "movies.csv in {folder}: line 6 holds 4 fields, expected 3 (movieId,title,genres): "
+            'line 6 reads "5,"Father of the Bride Part II (1995),Comedy".',
+            "Its row runs on to line 12: a quote on line 6 is not closed",
+            "Fix line 6",
+        ],
+    ),
+    "missing-field": (
+        {40: b"42,Dead Presidents (1995)"},
+        {40},
+        [
+            "line 40 holds 2 fields, expected 3 (movieId,title,genres): line 40 reads "
+            '"42,Dead Presidents (1995)". Fix line 40 (give it every column of the header)'
+        ],
+    ),
+    "invalid-utf8": (
+        {300: b'340,"War, The \xe9(1994)",Adventure|Drama|War'},
+        {300},
+        [
+            "movies.csv in {folder} is not UTF-8 at line 300 (invalid continuation byte): "
+            'line 300 reads "340,"War, The \\xe9(1994)",Adventure|Drama|War".',
+            "save line 300 as UTF-8, and rerun",
+        ],
+    ),
+    # Decoding runs ahead of the parser (the bad byte sits in the same 8 KiB as line 40).
+    "missing-field-before-invalid-utf8": (
+        {40: b"42,Dead Presidents (1995)", 80: b"87,Dunston Checks In \xff(1996),Children"},
+        {40},
+        ["line 40 holds 2 fields"],
+    ),
+    "invalid-utf8-before-missing-field": (
+        {40: b"42,Dead Presidents \xff(1995),Action", 80: b"87,Dunston Checks In (1996)"},
+        {40},
+        ["is not UTF-8 at line 40 (invalid start byte)"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_malformed_csv_names_the_first_bad_line_its_text_and_what_to_do(
+    archive_path: Path, tmp_path: Path, case: str
+):
+    replaced, lines_named, expected = MALFORMED[case]
+    folder = extract(archive_path, tmp_path)
+    lines = movies_lines(archive_path)
+    for number, line in (replaced or {}).items():
+        lines[number - 1] = line
+    body = b"".join(line + b"\r\n" for line in lines) if replaced else b""
+    (folder / "movies.csv").write_bytes(body)
+
+    with pytest.raises(DatasetError) as error:
+        csv_row_counts(MovieLensSource("ml-latest-small", folder))
+
+    message = str(error.value)
+    for part in expected:
+        assert part.format(folder=folder) in message
+    assert "None" not in message and "position" not in message  # no byte offsets
+    assert {int(n) for n in re.findall(r"\b[Ll]ines? (\d+)", message)} == lines_named

@@ -227,3 +227,45 @@ def test_quoted_identifiers_exist_in_the_code(doc: Path) -> None:
         if not re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", source_text())
     )
     assert not missing, f"{doc.name} quotes identifiers found nowhere in the code: {missing}"
+
+
+# Every markdown page a user reads: the upload of the MWAA bundle has one recipe, `make deploy`
+# (it builds the wheelhouse, the manifest and plugins.zip, checks them and uploads them); a
+# hand-made upload misses the wheels requirements.txt installs from.
+MARKDOWN = sorted({*REPO.glob("*.md"), *DOCS, *(REPO / "cloudformation").glob("*.md")})
+S3_UPLOAD = re.compile(r"\baws\s+s3\s+(?:cp|sync|mv)\b|\baws\s+s3api\s+put-object\b")
+BUNDLE_PART = re.compile(r"plugins\.zip|requirements[\w.-]*\.txt|startup\.sh|\bdags/|\bdbt/|mwaa")
+MANUAL_ZIP = re.compile(r"\bzip\s+-\w*\s+[^\n]*plugins|\bzip\b[^\n]*\bplugins\.zip\b")
+
+
+def upload_recipes(text: str) -> list[str]:
+    """Shell lines (backslash continuations joined) that upload a part of the bundle by hand
+    or build plugins.zip by hand."""
+    found = []
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        if (S3_UPLOAD.search(line) and BUNDLE_PART.search(line)) or MANUAL_ZIP.search(line):
+            found.append(line.strip())
+    return found
+
+
+def test_the_old_manual_upload_recipe_would_be_caught() -> None:
+    old = """
+#   aws s3 sync dags/ s3://data-handson-mds-mwaa-dev/dags/
+#   (cd plugins && zip -qr ../plugins.zip movielens_pipeline -x '*__pycache__*')
+#   for f in plugins.zip requirements.txt startup.sh; do aws s3 cp "$f" \\
+#     s3://data-handson-mds-mwaa-dev/; done
+"""
+    assert len(upload_recipes(old)) == 3
+    assert upload_recipes("aws s3 ls s3://data-handson-mds-raw-dev/movielens/") == []
+    assert upload_recipes('make deploy MWAA_BUCKET="$MWAA_BUCKET"') == []
+
+
+@pytest.mark.parametrize("doc", MARKDOWN, ids=[str(d.relative_to(REPO)) for d in MARKDOWN])
+def test_the_bundle_is_uploaded_only_by_make_deploy(doc: Path) -> None:
+    recipes = upload_recipes(doc.read_text(encoding="utf-8"))
+    assert not recipes, f"{doc.name}: upload the bundle with `make deploy`, not {recipes}"
+
+
+def test_the_deploy_recipes_use_make_deploy() -> None:
+    for doc in (REPO / "README.md", REPO / "cloudformation" / "README.md"):
+        assert re.search(r"^make deploy MWAA_BUCKET=", doc.read_text(), re.M), doc

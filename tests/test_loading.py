@@ -8,8 +8,10 @@ commits.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -587,8 +589,26 @@ def table_rows(aurora, table: Table) -> list[tuple]:
         ),
         (RATINGS, b"", "select", ["is empty (0 bytes)"]),
         (RATINGS, HEADER, "select", ["holds a header and no rows"]),
+        (
+            TAGS,
+            b"userId,movieId,tag,timestamp\n1,1,funny,1\n1,2,caf\xe9,2\n1,3,dark,3\n",
+            "do $$ begin raise exception using errcode = '22021',"
+            " message = 'invalid byte sequence for encoding \"UTF8\": 0xe9 0x2c'; end $$",
+            [
+                "failed at line 3: invalid byte sequence",
+                'Line 3 reads "1,2,caf\\xe9,2".',
+                "save line 3 as UTF-8 and rerun",
+            ],
+        ),
     ],
-    ids=["duplicate-key", "duplicate-text-key", "unterminated-quote", "empty-file", "header-only"],
+    ids=[
+        "duplicate-key",
+        "duplicate-text-key",
+        "unterminated-quote",
+        "empty-file",
+        "header-only",
+        "invalid-utf8",
+    ],
 )
 def test_server_side_failure_is_located_in_the_object_and_keeps_the_last_good_one(
     aurora,
@@ -622,3 +642,179 @@ def test_server_side_failure_is_located_in_the_object_and_keeps_the_last_good_on
     assert f"{table.s3_key} still holds the last good file (sha256 {sha256(good_body)})" in message
     assert promoted(s3_hook, upload_bucket, table) == (good_body, sha256(good_body))
     assert table_rows(aurora, table) == before
+
+
+# --- messages that name the true line: malformed copies of the real movies.csv ------------
+
+
+@pytest.fixture(scope="module")
+def movie_lines(archive_path) -> list[bytes]:
+    """The lines of ml-latest-small's movies.csv (CRLF line ends, quoted titles)."""
+    with zipfile.ZipFile(archive_path) as archive:
+        body = archive.read("ml-latest-small/movies.csv")
+    assert body.endswith(b"\r\n")
+    return body.split(b"\r\n")[:-1]
+
+
+def movies_with(lines: list[bytes], **replaced: bytes) -> bytes:
+    """movies.csv with line N replaced by ``lN=...`` (numbered from 1, the header)."""
+    changed = list(lines)
+    for name, line in replaced.items():
+        changed[int(name[1:]) - 1] = line
+    return b"".join(line + b"\r\n" for line in changed)
+
+
+LONG_TITLE = b'7,"Sabrina (1995) ' + b"and a very long title " * 10 + b",Comedy"
+MALFORMED_MOVIES = {
+    # name: (lines replaced, the lines the message names, parts of the message)
+    "quote-never-closed-early": (
+        {"l6": b'5,"Father of the Bride Part II (1995),Comedy'},
+        {6},
+        [
+            "failed at line 6: unterminated CSV quoted field",
+            "the quote opened on line 6 is never closed",
+            'Line 6 reads "5,"Father of the Bride Part II (1995),Comedy".',
+            "close the quote on line 6 (or double it) and rerun",
+        ],
+    ),
+    "stray-quote-inside-a-title": (
+        {"l8": b'7,Sabrina "(1995),Comedy|Romance'},
+        {8},
+        [
+            "failed at line 8: unterminated CSV quoted field",
+            'Line 8 reads "7,Sabrina "(1995),Comedy|Romance".',
+        ],
+    ),
+    "quote-closed-lines-later": (
+        {"l6": b'5,"Father of the Bride Part II (1995),Comedy', "l20": b'19,Ace" Ventura,Comedy'},
+        {6, 20},
+        [
+            "failed at line 6: extra data after last expected column",
+            "the quote opened on line 6 closes only on line 20, so lines 6-20 were read as one row",
+            'Line 6 reads "5,"Father',
+            "close the quote on line 6",
+        ],
+    ),
+    "long-line-shortened": (
+        {"l8": LONG_TITLE},
+        {8},
+        [
+            "failed at line 8:",
+            f'Line 8 reads "{LONG_TITLE[:80].decode()}...".',
+        ],
+    ),
+    "duplicate-key": (
+        {"l20": b"1,Toy Story again (1995),Comedy"},
+        {2, 20},
+        [
+            'failed at line 20: duplicate key value violates unique constraint "movies_pkey"',
+            "Key (movie_id)=(1) already exists; line 20 repeats the key of line 2.",
+            'Line 2 reads "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy".',
+            'Line 20 reads "1,Toy Story again (1995),Comedy".',
+            "keep one row per key in the file (one of lines 2 and 20) and rerun",
+        ],
+    ),
+    "invalid-utf8": (
+        {"l300": b'340,"War, The \xc3(1994)",Adventure|Drama|War'},
+        {300},
+        [
+            'failed at line 300: invalid byte sequence for encoding "UTF8": 0xc3 0x28',
+            'Line 300 reads "340,"War, The \\xc3(1994)",Adventure|Drama|War".',
+            "save line 300 as UTF-8 and rerun",
+        ],
+    ),
+    "several-defects-first-is-named": (
+        {
+            "l50": b"x,Lamerica (1994),Adventure|Drama",
+            "l100": b'111,"Taxi Driver (1976),Crime|Drama|Thriller',
+            "l200": b"1,Eat Drink Man Woman (1994),Comedy",
+        },
+        {50},
+        [
+            'failed at line 50, column movie_id: "x": invalid input syntax for type integer',
+            'Line 50 reads "x,Lamerica (1994),Adventure|Drama".',
+            "fix line 50 of the file and rerun",
+        ],
+    ),
+    "open-quote-before-a-duplicate": (
+        {"l40": b'42,"Dead Presidents (1995),Action', "l200": b"1,Eat Drink Man Woman,Comedy"},
+        {40},
+        ["failed at line 40: unterminated CSV quoted field", "close the quote on line 40"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_MOVIES), ids=list(MALFORMED_MOVIES))
+def test_malformed_movies_name_the_true_line_its_text_and_what_to_do(
+    aurora, s3_hook, upload_bucket, streamed, movie_lines, tmp_path, case
+):
+    replaced, lines_named, expected = MALFORMED_MOVIES[case]
+    good_body = movies_with(movie_lines)
+    good = stage(s3_hook, upload_bucket, tmp_path / "good", good_body, MOVIES)
+    assert load_and_promote(aurora, MOVIES, streamed, s3_hook, upload_bucket, good) == 9742
+    before = table_rows(aurora, MOVIES)
+    body = movies_with(movie_lines, **replaced)
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", body, MOVIES)
+
+    with pytest.raises(LoadError) as error:
+        load_and_promote(aurora, MOVIES, streamed, s3_hook, upload_bucket, bad)
+
+    message = str(error.value)
+    assert message.startswith(
+        f"Loading movielens_database.movies from s3://{upload_bucket}/{bad['key']} failed at line "
+    )
+    for part in expected:
+        assert part in message
+    # The defect's lines and no other (not where PostgreSQL stopped reading, nor later defects).
+    assert {int(n) for n in re.findall(r"\b[Ll]ines? (\d+)", message)} == lines_named
+    assert "rolled back and the previous rows are intact" in message
+    assert f"{MOVIES.s3_key} still holds the last good file (sha256 {sha256(good_body)})" in message
+    assert table_rows(aurora, MOVIES) == before
+    assert promoted(s3_hook, upload_bucket, MOVIES) == (good_body, sha256(good_body))
+
+
+@pytest.mark.parametrize("cut_in_line", [2, 5000, 9743])
+def test_a_file_cut_mid_line_names_that_line_and_its_text(
+    aurora, s3_hook, upload_bucket, streamed, movie_lines, tmp_path, cut_in_line
+):
+    whole = movies_with(movie_lines)
+    line = movie_lines[cut_in_line - 1]
+    cut = len(b"".join(x + b"\r\n" for x in movie_lines[: cut_in_line - 1])) + len(line) // 2
+    body = whole[:cut]
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", body, MOVIES)
+
+    with pytest.raises(LoadError) as error:
+        load_and_promote(aurora, MOVIES, streamed, s3_hook, upload_bucket, bad)
+
+    message = str(error.value)
+    assert f"failed at line {cut_in_line}: the object ends without a newline" in message
+    shown = line[: len(line) // 2].decode()
+    assert f'Line {cut_in_line} reads "{shown}".' in message
+    assert "its last line is cut" in message and "upload the complete file and rerun" in message
+
+
+def test_empty_movies_file_names_line_1(aurora, s3_hook, upload_bucket, streamed, tmp_path):
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", b"", MOVIES)
+    with pytest.raises(LoadError) as error:
+        load_and_promote(aurora, MOVIES, streamed, s3_hook, upload_bucket, bad)
+    message = str(error.value)
+    assert "failed at line 1: the object is empty (0 bytes): not even the header line" in message
+    assert "None" not in message and "upload the complete file and rerun" in message
+
+
+def test_a_failed_files_staged_object_goes_at_the_next_good_load_of_an_unchanged_file(
+    aurora, s3_hook, upload_bucket, streamed, loaded_good, tmp_path
+):
+    """The README's promise: a staged file stays for inspection until the table next loads
+    successfully, also when that load reloads the unchanged, already promoted file."""
+    bad = stage(s3_hook, upload_bucket, tmp_path / "bad", GOOD_RATINGS + b"1,1,2.0,1\n")
+    with pytest.raises(LoadError, match="until the table next loads successfully"):
+        load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, bad)
+    assert s3_hook.list_keys(upload_bucket, prefix=RATINGS.staged_prefix) == [bad["key"]]
+
+    unchanged = stage(s3_hook, upload_bucket, tmp_path / "good", GOOD_RATINGS)
+    assert not unchanged["staged"] and unchanged["key"] == RATINGS.s3_key
+    assert load_and_promote(aurora, RATINGS, streamed, s3_hook, upload_bucket, unchanged) == 2
+
+    assert s3_hook.list_keys(upload_bucket, prefix="movielens/_staged/") == []
+    assert promoted(s3_hook, upload_bucket) == (GOOD_RATINGS, sha256(GOOD_RATINGS))

@@ -15,19 +15,30 @@ import time
 import zipfile
 from pathlib import Path
 
+import boto3
 import pytest
 import yaml
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.stub import Stubber
 
-from localdev import REPO_ROOT
+from benchmarks.plugin_load import plugin_load
+from cost.templates import load_template
+from localdev import REPO_ROOT, mwaa_bundle
 from localdev.airflow_env import shared_airflow_settings
 from localdev.mwaa_bundle import (
     DEFAULT_TARGET,
     MWAA_PLUGINS,
+    PLUGINS_IGNORE,
     TARGETS,
+    VERSION_FILE,
+    VERSION_METADATA,
     BundleError,
     Target,
     build_bundle,
     check_bundle,
+    check_dags_import,
+    check_environment_version,
     deploy_bundle,
     ensure_wheelhouse,
     extract_wheels,
@@ -38,18 +49,31 @@ from localdev.mwaa_bundle import (
 )
 from localdev.stack import LocalStack
 from movielens_pipeline import names
+from movielens_pipeline.dbt_manifest import manifest_path
 from movielens_pipeline.settings import Settings
+
+# Builds the bundle from its wheelhouses, installs it with pip, uploads it to an S3 API.
+pytestmark = pytest.mark.integration
 
 TARGET = TARGETS[DEFAULT_TARGET]
 MWAA_CONSTRAINTS = REPO_ROOT / "requirements" / "mwaa" / "mwaa-constraints-2.10.3-py3.11.txt"
 # What MWAA's 2.10.3 image holds of the local lock (`make mwaa-image`).
 MWAA_IMAGE_VENV = REPO_ROOT / ".venv" / "mwaa-image"
-# In the local lock for the tests and benchmarks only; MWAA needs none of them.
-# The environment each target's lock was resolved into (Airflow, its providers and Cosmos).
-TARGET_VENVS = {
-    "2.10.3": REPO_ROOT / ".venv" / "airflow",
-    "3.0.6": REPO_ROOT / ".venv" / "airflow306",
-}
+# The option the DAG reads dbt's path from; the environment's configuration sets it.
+DBT_PATH_OPTION = "AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH"
+# A DAG that imports under Airflow 2 only (airflow.operators.dummy is gone in 3).
+AIRFLOW2_ONLY_DAG = """
+from airflow.decorators import dag
+from airflow.operators.dummy import DummyOperator
+
+
+@dag(schedule=None, catchup=False)
+def dag_airflow2_only():
+    DummyOperator(task_id="noop")
+
+
+dag_airflow2_only()
+"""
 # Every distribution a package needs, at any depth, as its installed metadata says.
 DEPENDENCY_CLOSURE = """
 import sys
@@ -88,16 +112,21 @@ def zip_entries(bundle: Path) -> list[str]:
 
 def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path):
     assert sorted(p.name for p in bundle.iterdir()) == [
+        "airflow-version.txt",
         "dags",
         "plugins.zip",
         "requirements.txt",
         "startup.sh",
     ]
+    assert (bundle / VERSION_FILE).read_text() == f"{DEFAULT_TARGET}\n"
     # The manifest is parsed for the Redshift target: sources in the zero-ETL database.
     manifest = json.loads((bundle / "dags/dbt/movielens_redshift/target/manifest.json").read_text())
     assert {source["database"] for source in manifest["sources"].values()} == {"movielens_raw"}
     assert manifest["metadata"]["adapter_type"] == "redshift"
-    assert os.listdir(bundle / "dags/dbt/movielens_redshift/target") == ["manifest.json"]
+    # Beside it only the record of the files it was parsed from, which the DAG checks it against.
+    target = bundle / "dags/dbt/movielens_redshift/target"
+    assert sorted(os.listdir(target)) == ["manifest.json", "parsed_files.json"]
+    assert manifest_path(target.parent) == target / "manifest.json"
     assert not list(bundle.rglob("profiles.yml")), "profiles come from Airflow connections"
     entries = zip_entries(bundle)
     assert "movielens_pipeline/__init__.py" in entries
@@ -108,9 +137,29 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path):
         assert name.replace("-", "_") in shipped, name
     with zipfile.ZipFile(bundle / "plugins.zip") as plugins:
         constraints = plugins.read(f"wheels/{TARGET.constraints_in_bundle}")
-        # Airflow's plugin loader is told to skip the wheels.
-        assert plugins.read(".airflowignore").decode().split() == ["wheels/"]
+        ignore = plugins.read(".airflowignore")
     assert constraints == MWAA_CONSTRAINTS.read_bytes()
+    # Airflow's plugin manager is told to skip the package and the wheels: the repository's file.
+    assert ignore == PLUGINS_IGNORE.read_bytes()
+    patterns = [line for line in ignore.decode().splitlines() if not line.startswith("#")]
+    assert patterns == ["movielens_pipeline/", "wheels/"]
+
+
+def test_plugin_manager_loads_none_of_our_modules(bundle: Path, tmp_path: Path):
+    """plugins.zip extracted as MWAA extracts it: Airflow's plugin manager imports none of it,
+    and the DAGs' package still imports from the plugins folder (Airflow puts it on sys.path).
+    Without the .airflowignore it imports every module of the package as a top-level plugin."""
+    plugins = tmp_path / "plugins"
+    with zipfile.ZipFile(bundle / "plugins.zip") as plugins_zip:
+        plugins_zip.extractall(plugins)
+    report = plugin_load(TARGET.interpreter, plugins)
+    assert report["modules"] == [], report
+    assert report["errors"] == {}
+    assert Path(report["package"]).is_relative_to(plugins.resolve())
+
+    (plugins / ".airflowignore").unlink()
+    unignored = plugin_load(TARGET.interpreter, plugins)
+    assert {"pipeline", "dbt_config", "settings"} <= set(unignored["modules"]), unignored
 
 
 def imported_pipeline_modules(path: Path, plugins: Path, seen: set[str]) -> set[str]:
@@ -167,15 +216,19 @@ def test_bundle_check_catches_a_missing_wheel(bundle: Path, tmp_path: Path):
         check_bundle(broken)
 
 
-def test_airflow3_bundle_resolves_offline_for_python_312(dbt_manifest: Path, tmp_path: Path):
-    """The 3.0.6 bundle: its own requirements and constraints, cp312 wheels; build_bundle has
-    checked that pip resolves requirements.txt and the dbt venv offline for Python 3.12 on
-    MWAA's platform (and that the DAGs import, in this 2.10.3 environment)."""
-    target = TARGETS["3.0.6"]
-    bundle = build_bundle(tmp_path / "mwaa-3.0.6", target)
+@pytest.mark.parametrize("version", ["2.11.0", "3.0.6"])
+def test_python_312_bundle_resolves_offline_and_imports_under_its_airflow(
+    version: str, dbt_manifest: Path, tmp_path: Path
+):
+    """The 2.11.0 and 3.0.6 bundles: their own requirements and constraints, cp312 wheels;
+    build_bundle has checked that pip resolves requirements.txt and the dbt venv offline for
+    Python 3.12 on MWAA's platform, and imported the DAGs with the target's Airflow."""
+    target = TARGETS[version]
+    bundle = build_bundle(tmp_path / f"mwaa-{version}", target)
+    assert (bundle / VERSION_FILE).read_text() == f"{version}\n"
     assert (bundle / "requirements.txt").read_text() == target.requirements.read_text()
     assert (
-        f'--constraint "{MWAA_PLUGINS}/wheels/constraints-3.0.6-py3.12.txt"'
+        f'--constraint "{MWAA_PLUGINS}/wheels/constraints-{version}-py3.12.txt"'
         in requirement_lines(bundle / "requirements.txt")
     )
     wheels = [name for name in zip_entries(bundle) if name.endswith(".whl")]
@@ -183,6 +236,14 @@ def test_airflow3_bundle_resolves_offline_for_python_312(dbt_manifest: Path, tmp
     assert binary, "no compiled wheels"
     assert all("-cp312-" in name or "-abi3-" in name for name in binary), binary
     assert all("manylinux" in name and "x86_64" in name for name in binary), binary
+    assert check_dags_import(bundle, target)["version"] == version
+    # A DAG that only Airflow 2 imports: the check fails it for 3.0.6, not for 2.11.0.
+    (bundle / "dags" / "dag_airflow2_only.py").write_text(AIRFLOW2_ONLY_DAG)
+    if version.startswith("3."):
+        with pytest.raises(BundleError, match="dag_airflow2_only.py"):
+            check_dags_import(bundle, target)
+    else:
+        assert "dag_airflow2_only" in check_dags_import(bundle, target)["dags"]
 
 
 def test_deploy_syncs_dags_and_returns_the_object_versions(bundle: Path, local_stack: LocalStack):
@@ -207,6 +268,11 @@ def test_deploy_syncs_dags_and_returns_the_object_versions(bundle: Path, local_s
     assert "dags/dag_dbt_movielens_zeroetl_cosmos.py" in keys
     assert "dags/dbt/movielens_redshift/target/manifest.json" in keys
     assert "dags/dag_removed_since.py" not in keys
+    # Every object carries the bundle's Airflow version (cloudformation/deploy.sh reads it).
+    assert {"plugins.zip", "requirements.txt", "startup.sh"} <= keys
+    for key in keys:
+        metadata = s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+        assert metadata == {VERSION_METADATA: DEFAULT_TARGET}, key
     # A second deploy of the same bundle makes new versions of the pinned objects.
     again = deploy_bundle(bundle, s3, bucket)
     assert again["StartupScriptS3ObjectVersion"] != versions["StartupScriptS3ObjectVersion"]
@@ -217,6 +283,61 @@ def test_deploy_refuses_an_unversioned_bucket(bundle: Path, local_stack: LocalSt
     s3.create_bucket(Bucket="unversioned-mwaa")
     with pytest.raises(BundleError, match="no versioning"):
         deploy_bundle(bundle, s3, "unversioned-mwaa")
+
+
+def stubbed_mwaa(airflow_version: str | None) -> tuple:
+    """An MWAA client answering one GetEnvironment as the API documents it (or 404)."""
+    client = boto3.client(
+        "mwaa", region_name="eu-west-1", config=Config(signature_version=UNSIGNED)
+    )
+    stubber = Stubber(client)
+    name = "movielens-dev"
+    if airflow_version is None:
+        stubber.add_client_error(
+            "get_environment",
+            service_error_code="ResourceNotFoundException",
+            http_status_code=404,
+            expected_params={"Name": name},
+        )
+    else:
+        stubber.add_response(
+            "get_environment",
+            {
+                "Environment": {
+                    "Name": name,
+                    "Arn": f"arn:aws:airflow:eu-west-1:123456789012:environment/{name}",
+                    "Status": "AVAILABLE",
+                    "AirflowVersion": airflow_version,
+                    "EnvironmentClass": "mw1.small",
+                    "DagS3Path": "dags",
+                    "RequirementsS3Path": "requirements.txt",
+                }
+            },
+            expected_params={"Name": name},
+        )
+    stubber.activate()
+    return client, stubber, name
+
+
+def test_deploy_checks_the_environments_airflow_version():
+    client, stubber, name = stubbed_mwaa("2.10.3")
+    check_environment_version(client, name, "2.10.3")
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("running", ["2.11.0", "3.0.6", None])
+def test_deploy_refuses_an_environment_on_another_airflow(running: str | None, monkeypatch, capsys):
+    client, stubber, name = stubbed_mwaa(running)
+    with pytest.raises(BundleError, match=running or "ResourceNotFoundException"):
+        check_environment_version(client, name, "2.10.3")
+    # `make deploy MWAA_ENVIRONMENT=...` asks before building or uploading anything.
+    client, stubber, name = stubbed_mwaa(running)
+    monkeypatch.setattr(boto3, "client", lambda service: {"mwaa": client}[service])
+    monkeypatch.setattr(mwaa_bundle, "build_bundle", lambda **_: pytest.fail("built"))
+    argv = ["deploy", "--bucket", "mwaa-bucket", "--environment", name, "--target", "2.10.3"]
+    assert mwaa_bundle.main(argv) == 1
+    assert f"MWAA environment {name}" in capsys.readouterr().err
+    stubber.assert_no_pending_responses()
 
 
 def requirement_lines(path: Path) -> list[str]:
@@ -241,9 +362,8 @@ def test_requirements_pin_only_what_mwaa_lacks_under_its_constraints(target: Tar
         assert not name.startswith("apache-airflow"), package
         assert pins.get(name.lower(), version) == version, f"{package} conflicts with MWAA"
     # Exactly what the image lacks of what Cosmos needs, at the versions of the local lock.
-    python = TARGET_VENVS[target.airflow] / "bin" / "python"
     needed = subprocess.run(
-        [str(python), "-c", DEPENDENCY_CLOSURE, "astronomer-cosmos"],
+        [str(target.interpreter), "-c", DEPENDENCY_CLOSURE, "astronomer-cosmos"],
         capture_output=True,
         text=True,
         check=True,
@@ -313,10 +433,13 @@ def test_requirements_install_offline_beside_what_the_mwaa_image_holds(
 
 
 def mwaa_start(work: Path, wheelhouse: Path | str, component: str = "worker", **extra: str):
-    """startup.sh sourced by MWAA's execute-user-startup-script, pip cut off from the network."""
+    """startup.sh sourced by MWAA's execute-user-startup-script, pip cut off from the network;
+    ``extra`` holds, among others, the environment's configuration options, which MWAA passes
+    to the script as AIRFLOW__<SECTION>__<KEY> variables."""
+    inherited = {key: value for key, value in os.environ.items() if key != DBT_PATH_OPTION}
     env = offline_pip_env(
         {
-            **os.environ,
+            **inherited,
             "AIRFLOW_HOME": str(work),
             "PYTHON": sys.executable,
             "MWAA_AIRFLOW_COMPONENT": component,
@@ -324,23 +447,30 @@ def mwaa_start(work: Path, wheelhouse: Path | str, component: str = "worker", **
             **extra,
         }
     )
-    for inherited in ("DBT_VENV_PATH", "AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH"):
-        env.pop(inherited, None)
     return run_startup_script_as_mwaa(env, work)
+
+
+def airflow_options(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key.startswith("AIRFLOW__")}
 
 
 def test_startup_script_sourced_as_mwaa_builds_the_dbt_venv_offline_once(
     tmp_path: Path, wheelhouse: Path
 ):
-    first, saved = mwaa_start(tmp_path, wheelhouse / "dbt")
+    # Where the environment's [movielens] dbt_executable_path says the DAG finds dbt.
+    dbt = tmp_path / "configured_venv" / "bin" / "dbt"
+    configured = {DBT_PATH_OPTION: str(dbt)}
+    first, saved = mwaa_start(tmp_path, wheelhouse / "dbt", **configured)
     assert first.returncode == 0, first.stderr
     assert "ended; environment saved to" in first.stdout.splitlines()[-1]
-    # The exit handler saved the environment, with the dbt the DAG's settings read.
+    # The exit handler saved the environment; startup.sh set no Airflow option of its own (the
+    # environment's configuration would override it).
     assert saved is not None
-    assert saved["AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH"] == str(tmp_path / "dbt_venv/bin/dbt")
+    options = {k: v for k, v in airflow_options(os.environ).items() if k != DBT_PATH_OPTION}
+    assert airflow_options(saved) == {**options, **configured}
     assert "MOVIELENS_DBT_VENV_ERROR" not in saved
     version = subprocess.run(
-        [str(tmp_path / "dbt_venv" / "bin" / "dbt"), "--version"],
+        [str(dbt), "--version"],
         env=offline_pip_env(),
         capture_output=True,
         text=True,
@@ -349,10 +479,11 @@ def test_startup_script_sourced_as_mwaa_builds_the_dbt_venv_offline_once(
     assert "redshift:" in version.stdout and "postgres:" in version.stdout
 
     started = time.monotonic()
-    second, saved = mwaa_start(tmp_path, wheelhouse / "dbt")
+    second, saved = mwaa_start(tmp_path, wheelhouse / "dbt", **configured)
     assert second.returncode == 0 and "is up to date" in second.stdout
-    assert saved["AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH"] == str(tmp_path / "dbt_venv/bin/dbt")
+    assert "MOVIELENS_DBT_VENV_ERROR" not in saved
     assert time.monotonic() - started < 5
+    assert not (tmp_path / "dbt_venv").exists()
 
     webserver_home = tmp_path / "w"
     webserver, saved = mwaa_start(webserver_home, wheelhouse / "dbt", component="webserver")
@@ -361,7 +492,9 @@ def test_startup_script_sourced_as_mwaa_builds_the_dbt_venv_offline_once(
     assert not (webserver_home / "dbt_venv").exists()
 
 
-@pytest.mark.parametrize("failure", ["a wheel missing", "no python"])
+@pytest.mark.parametrize(
+    "failure", ["a wheel missing", "no python", "a folder it did not build", "not <venv>/bin/dbt"]
+)
 def test_startup_script_failure_is_loud_and_not_fatal(tmp_path: Path, wheelhouse: Path, failure):
     broken = tmp_path / "wheelhouse"
     broken.mkdir()
@@ -371,20 +504,59 @@ def test_startup_script_failure_is_loud_and_not_fatal(tmp_path: Path, wheelhouse
     extra = {"MOVIELENS_PIP_ATTEMPTS": "2", "MOVIELENS_PIP_RETRY_SECONDS": "0"}
     if failure == "no python":
         extra["PYTHON"] = "/nonexistent/python3"
+    # The configured path points into a folder that holds something else: it stays as it was.
+    other = tmp_path / "usr"
+    (other / "bin").mkdir(parents=True)
+    (other / "bin" / "tool").write_text("kept")
+    if failure == "a folder it did not build":
+        extra[DBT_PATH_OPTION] = str(other / "bin" / "dbt")
+    elif failure == "not <venv>/bin/dbt":
+        extra[DBT_PATH_OPTION] = str(other / "bin")
     result, saved = mwaa_start(tmp_path, broken, **extra)
 
     # The sourcing shell went on to its exit handler, which saved the environment.
     assert result.returncode == 0
     assert "ended; environment saved to" in result.stdout.splitlines()[-1]
     assert saved is not None
-    # No dbt path that does not exist; the reason, for the DAG's dbt tasks to report.
-    assert "AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH" not in saved
+    # No dbt path of its own (the configured one, if any, as it was); the reason, for the DAG's
+    # dbt tasks to report.
+    assert saved.get(DBT_PATH_OPTION) == extra.get(DBT_PATH_OPTION)
     assert "could not build the dbt venv" in saved["MOVIELENS_DBT_VENV_ERROR"]
     assert "startup.sh: ERROR: startup.sh could not build the dbt venv" in result.stderr
     assert not (tmp_path / "dbt_venv").exists()
+    assert (other / "bin" / "tool").read_text() == "kept"
     if failure == "a wheel missing":
         assert "pip attempt 1/2 failed" in result.stdout
         assert "pip failed 2 times" in result.stderr
+    if failure in ("a wheel missing", "no python"):
+        assert f"dbt venv at {tmp_path / 'dbt_venv'} " in saved["MOVIELENS_DBT_VENV_ERROR"]
+    elif failure == "a folder it did not build":
+        assert "is not a dbt venv this script built" in result.stderr
+    else:
+        assert "is not <venv>/bin/dbt" in result.stderr
+
+
+def test_startup_script_sets_no_option_the_environment_configuration_sets():
+    """MWAA applies the environment's AirflowConfigurationOptions over whatever the startup
+    script exports (aws/amazon-mwaa-docker-images .../mwaa/config/setup_environment.py): an
+    option set in both is dead in startup.sh. One source for each."""
+    template = load_template(REPO_ROOT / "cloudformation" / "mwaa.yaml")
+    (environment,) = (
+        resource
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::MWAA::Environment"
+    )
+    configured = {
+        "AIRFLOW__" + "__".join(key.upper().split(".", 1))
+        for key in environment["Properties"]["AirflowConfigurationOptions"]
+    }
+    assert DBT_PATH_OPTION in configured
+    code = "\n".join(
+        line.split("#", 1)[0] for line in (REPO_ROOT / "startup.sh").read_text().splitlines()
+    )
+    assigned = set(re.findall(r"\b(AIRFLOW__\w+)=", code))
+    exported = set(re.findall(r"\b(?:export|declare -x)\s+(AIRFLOW__\w+)", code))
+    assert not (assigned | exported) & configured
 
 
 def test_startup_script_leaves_a_strict_sourcing_shell_as_it_was(tmp_path: Path):
@@ -511,3 +683,22 @@ def test_docker_compose_starts_a_component_as_mwaa_does(tmp_path: Path):
         "-r",
         str(REPO_ROOT / "requirements.txt"),
     ]
+
+
+@pytest.mark.parametrize(
+    "edited", ["models/staging/stg_movies.yml", "macros/share.sql", "dbt_project.yml"]
+)
+def test_the_bundle_refuses_a_manifest_older_than_any_file_dbt_parses(
+    edited: str, dbt_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    project = tmp_path / "movielens_redshift"
+    shutil.copytree(dbt_manifest.parents[1], project, ignore=shutil.ignore_patterns("logs"))
+    with (project / edited).open("a") as file:
+        file.write("\n# edited after the manifest was built\n")
+    monkeypatch.setattr("localdev.mwaa_bundle.DBT_PROJECT", project)
+
+    with pytest.raises(
+        BundleError, match=rf"is stale.*{re.escape(edited)} edited.*make dbt-manifest"
+    ):
+        build_bundle(tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()  # refused before anything was built

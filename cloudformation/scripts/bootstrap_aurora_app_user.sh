@@ -7,7 +7,7 @@
 # Why: the master password is generated and rotated by RDS
 # (ManageMasterUserPassword), so CloudFormation cannot copy it into the Airflow
 # connection. The stack instead generates a password for a dedicated
-# application user in airflow/connections/movielens_aurora; this script creates
+# application user in airflow/<project>-<env>/connections/movielens_aurora; this script creates
 # that role inside Aurora with that password, and installs aws_s3 (which needs
 # rds_superuser) so the load DAG can call aws_s3.table_import_from_s3.
 # Re-run it after changing the connection secret's password.
@@ -20,7 +20,7 @@ env_name="${ENVIRONMENT_NAME:-dev}"
 cluster_id="${project}-aurora-${env_name}"
 master_secret_arn="$(aws rds describe-db-clusters --db-cluster-identifier "$cluster_id" \
   --query 'DBClusters[0].MasterUserSecret.SecretArn' --output text)"
-app_secret_arn="airflow/connections/movielens_aurora"  # pragma: allowlist secret - its name
+app_secret_arn="airflow/${project}-${env_name}/connections/movielens_aurora"  # pragma: allowlist secret - its name
 master_json="$(aws secretsmanager get-secret-value --secret-id "$master_secret_arn" --query SecretString --output text)"
 app_json="$(aws secretsmanager get-secret-value --secret-id "$app_secret_arn" --query SecretString --output text)"
 

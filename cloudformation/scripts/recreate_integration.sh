@@ -247,7 +247,7 @@ Next:
  2. Airflow option movielens.integration_arn (and the IAM grants that follow it):
       PROJECT_NAME=${project} ENVIRONMENT_NAME=${env_name} cloudformation/deploy.sh --only mwaa -- IntegrationArnOverride=${new_arn}
       PROJECT_NAME=${project} ENVIRONMENT_NAME=${env_name} cloudformation/deploy.sh --only operations -- IntegrationArnOverride=${new_arn}
- 3. Point the secret airflow/connections/movielens_aurora at the restored writer: "host": "${endpoint}".
+ 3. Point the secret airflow/${project}-${env_name}/connections/movielens_aurora at the restored writer: "host": "${endpoint}".
  4. Trigger dag_dbt_movielens_zeroetl_cosmos: its bootstrap task recreates movielens_raw
     FROM INTEGRATION (idempotent) and waits until the tables are Synced.
 EOF

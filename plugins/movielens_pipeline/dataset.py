@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,19 +193,106 @@ def csv_row_counts(source: MovieLensSource) -> dict[str, int]:
 
 
 def count_csv_rows(source: MovieLensSource, table: Table) -> int:
-    """Check the header and count the records of one CSV (quoted fields handled)."""
+    """Check the header and each record's number of fields; count the records (quoted
+    fields handled). An error names the file, the line, its text and what to do."""
+    try:
+        return _checked_rows(source, table)
+    except UnicodeDecodeError as error:
+        number, text = _first_line(source, table, lambda _number, line: not_utf8(line))
+        # Decoding runs ahead of the parser: a defect on an earlier line is the first one.
+        _checked_rows(source, table, errors="surrogateescape", before=number)
+        raise DatasetError(
+            f"{table.csv_file} in {source.path} is not UTF-8 at line {number} ({error.reason}): "
+            f"line {number} reads {quoted_line(text)}. MovieLens files are UTF-8; re-download "
+            f"the file, or save line {number} as UTF-8, and rerun."
+        ) from None
+
+
+def _checked_rows(
+    source: MovieLensSource, table: Table, errors: str = "strict", before: int | None = None
+) -> int:
+    """Count the records of a CSV, raising ``DatasetError`` on the first bad one (only the
+    lines before ``before`` when given)."""
+    if before == 1:
+        return 0
     with source.open_csv(table) as raw:
-        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
-        try:
-            header = next(reader, None)
-            if header != table.csv_header:
-                raise DatasetError(
-                    f"{table.csv_file} in {source.path} has header {header}, "
-                    f"expected {table.csv_header}"
-                )
-            return sum(1 for _ in reader)
-        except UnicodeDecodeError as error:
+        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors=errors, newline=""))
+        header = next(reader, None)
+        if header is None:
             raise DatasetError(
-                f"{table.csv_file} in {source.path} is not UTF-8 ({error}): "
-                "MovieLens files are UTF-8; re-download or re-export the file."
-            ) from None
+                f"{table.csv_file} in {source.path} is empty (0 bytes): line 1 should be the "
+                f"header {','.join(table.csv_header)}. Re-download or re-export the file."
+            )
+        if header != table.csv_header:
+            raise DatasetError(
+                f"{table.csv_file} in {source.path} has header {header}, expected "
+                f"{table.csv_header}: line 1 reads {quoted_line(','.join(header).encode())}. "
+                f"Make line 1 {','.join(table.csv_header)} (the MovieLens column order) and rerun."
+            )
+        fields, rows, start = len(header), 0, reader.line_num + 1
+        for row in reader:
+            if before is not None and start >= before:
+                break
+            if len(row) != fields:
+                raise DatasetError(_wrong_fields(source, table, start, reader.line_num, row))
+            rows += 1
+            start = reader.line_num + 1
+        return rows
+
+
+def _wrong_fields(
+    source: MovieLensSource, table: Table, first: int, last: int, row: list[str]
+) -> str:
+    _, text = _first_line(source, table, lambda number, _line: number == first)
+    spans = (
+        f" Its row runs on to line {last}: a quote on line {first} is not closed where the "
+        "field ends (close it, or double a quote inside the field)."
+        if last > first
+        else ""
+    )
+    hint = (
+        "quote a field that holds a comma"
+        if len(row) > len(table.csv_header)
+        else "give it every column of the header"
+    )
+    return (
+        f"{table.csv_file} in {source.path}: line {first} holds {len(row)} fields, expected "
+        f"{len(table.csv_header)} ({','.join(table.csv_header)}): line {first} reads "
+        f"{quoted_line(text)}.{spans} Fix line {first} ({hint}) and rerun."
+    )
+
+
+def not_utf8(line: bytes) -> bool:
+    """Whether a line of bytes does not decode as UTF-8."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _first_line(
+    source: MovieLensSource, table: Table, wanted: Callable[[int, bytes], bool]
+) -> tuple[int, bytes]:
+    """Read the CSV again (only once a check failed) for the first line ``wanted`` accepts."""
+    with source.open_csv(table) as raw:
+        for number, line in enumerate(physical_lines(raw), 1):
+            if wanted(number, line):
+                return number, line
+    raise AssertionError(f"no line of {table.csv_file} is the one that failed the check")
+
+
+def physical_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The stream's lines, split at each newline (without it), read in 1 MiB chunks."""
+    rest = b""
+    while chunk := stream.read(_CHUNK):
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from lines
+    if rest:
+        yield rest
+
+
+def quoted_line(text: bytes, limit: int = 80) -> str:
+    """A line of a CSV as an error message shows it: quoted, shortened, bad bytes as ``\\xNN``."""
+    shown = text.rstrip(b"\r").decode("utf-8", "backslashreplace")
+    return f'"{shown}"' if len(shown) <= limit else f'"{shown[:limit]}..."'

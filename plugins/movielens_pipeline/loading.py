@@ -5,14 +5,17 @@ The raw bucket keeps the last good copy of each CSV. A changed CSV is staged at
 for large files, its SHA-256 as object metadata); the table loads from the staged object,
 and only once that transaction has committed is the object copied to
 ``movielens/<table>/<table>.csv`` (promoted). A CSV whose SHA-256 the promoted object
-already carries is not staged again: the table reloads from the promoted object.
+already carries is not staged again: the table reloads from the promoted object. Every good
+load of a table deletes its staged objects, so the staged file of a failed load stays for
+inspection until the table next loads successfully.
 
 Two import strategies share one interface: Aurora imports server-side with
 ``aws_s3.table_import_from_s3``; any other PostgreSQL gets the object streamed
 through ``COPY ... FROM STDIN`` in constant memory, refusing an empty or cut-off object.
-A failed load names the table, the object, the line and the value; when PostgreSQL does
-not say which line (a duplicate key without line context, an unclosed quote reported where
-the file ends), the object is read again to find it, on that error path only.
+A failed load names the table, the object, the line where the defect is, that line's text
+and what to do. PostgreSQL names the line where the failing row ends (for an unclosed quote,
+where the file ends) or no line at all (Aurora's import), and a duplicate key's first row
+not at all: the object is read again to find the true lines, on that error path only.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import closing
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import psycopg2
 from botocore.exceptions import ClientError
 from psycopg2 import errorcodes
 
-from movielens_pipeline.dataset import MovieLensSource
+from movielens_pipeline.dataset import MovieLensSource, not_utf8, physical_lines, quoted_line
 from movielens_pipeline.names import AWS_CONN_ID
 from movielens_pipeline.tables import CSV_OPTIONS, TABLES, Table
 
@@ -216,13 +220,15 @@ class StreamedCopyImport:
         except psycopg2.Error as error:
             if checked.problem is None:
                 raise
+            last = None if checked.size == 0 else _located(_last_line, self, bucket, key)
             raise LoadError(
                 _failure(
                     table,
                     f"s3://{bucket}/{key}",
-                    "",
+                    f" at line {last[0] if last else 1}",
                     f"the object {checked.problem}",
                     "upload the complete file and rerun",
+                    {last[0]: last[1]} if last else None,
                 )
             ) from error
         finally:
@@ -284,9 +290,9 @@ def load_table(
                 rows = cursor.fetchone()[0]
             if rows == 0:
                 size = importer.s3_client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-                what = f"the object {_EMPTY}" if size == 0 else _HEADER_ONLY
+                where, what = (" at line 1", f"the object {_EMPTY}") if size == 0 else _HEADER_ONLY
                 raise LoadError(
-                    _failure(table, source, "", what, "upload the complete file and rerun")
+                    _failure(table, source, where, what, "upload the complete file and rerun")
                 )
         connection.commit()
     except BaseException as error:
@@ -319,14 +325,17 @@ def load_and_promote(
 
     The promotion follows the commit, so the promoted object is always the file the table
     was last loaded from. A failed load leaves the promoted object as it was and keeps the
-    staged one: a retry of the task loads it again, and the error names its lines. A file
+    staged one: a retry of the task loads it again, and the error names its lines. Every
+    good load deletes the table's staged objects (``delete_staged``). A file
     the promoted object already holds (unchanged, or promoted by an earlier try of this
     task) is loaded from the promoted object: the table ends equal to the file, whatever
     was changed in Aurora since its last load.
     """
     promoted = s3_hook.head_object(table.s3_key, bucket_name=bucket)
     if not uploaded["staged"] or _checksum(promoted) == uploaded["sha256"]:
-        return load_table(connection, table, importer, bucket, table.s3_key)
+        rows = load_table(connection, table, importer, bucket, table.s3_key)
+        delete_staged(s3_hook, table, bucket)  # those of earlier loads that failed
+        return rows
     try:
         rows = load_table(connection, table, importer, bucket, uploaded["key"])
     except LoadError as error:
@@ -342,7 +351,8 @@ def load_and_promote(
             )
         location = f"s3://{bucket}/{uploaded['key']}"
         staged = (
-            f"the staged file stays at {location} for inspection until the table next loads"
+            f"the staged file stays at {location} for inspection until the table next "
+            "loads successfully"
             if s3_hook.head_object(uploaded["key"], bucket_name=bucket)
             else f"the staged file {location} is gone: rerun the upload task"
         )
@@ -366,10 +376,17 @@ def promote(s3_hook: S3Hook, table: Table, bucket: str, staged_key: str) -> None
         acl_policy=NO_ACL,
     )
     log.info("Promoted s3://%s/%s to s3://%s/%s", bucket, staged_key, bucket, table.s3_key)
+    delete_staged(s3_hook, table, bucket)
+
+
+def delete_staged(s3_hook: S3Hook, table: Table, bucket: str) -> None:
+    """Delete the table's staged objects; a failure is only a warning (the load stands)."""
     staged = s3_hook.list_keys(bucket, prefix=table.staged_prefix)
+    if not staged:
+        return
     try:
         s3_hook.delete_objects(bucket, staged)
-    except Exception as error:  # the promotion stands: a leftover only costs storage
+    except Exception as error:  # the load stands: a leftover only costs storage
         log.warning(
             "Could not delete %s (%s): the next load of %s deletes them; grant s3:DeleteObject "
             "on %s* to stop this warning",
@@ -380,17 +397,35 @@ def promote(s3_hook: S3Hook, table: Table, bucket: str, staged_key: str) -> None
         )
 
 
-_EMPTY = "is empty (0 bytes)"
-_HEADER_ONLY = "the object holds a header and no rows"
-# The first line of a COPY error's context: "COPY ratings, line 3[, column x: "value"]".
-_COPY_CONTEXT = re.compile(r"^COPY [^,]+, (line (\d+).*)$", re.MULTILINE)
+_EMPTY = "is empty (0 bytes): not even the header line is there"
+_HEADER_ONLY = (
+    " at line 2",
+    "the object holds a header and no rows: line 2, the first row, is missing",
+)
+# The first line of a COPY error's context: "COPY ratings, line 3[, column x: "value"]". For a
+# row that spans lines (an open quote) PostgreSQL names the line where the row ends.
+_COPY_CONTEXT = re.compile(r"^COPY [^,]+, (line (\d+)[^\r\n]*)", re.MULTILINE)
+# A context that already quotes the whole row: 'line 2: "1,1,7,964982703"'.
+_QUOTES_ROW = re.compile(r'^line \d+: "')
 # A unique violation's DETAIL: "Key (user_id, movie_id)=(1, 1) already exists."
 _DUPLICATE_KEY = re.compile(r"^Key \([^)]*\)=\((.*)\) already exists\.?$", re.DOTALL)
 
 
-def _failure(table: Table, source: str, where: str, what: str, todo: str) -> str:
+def _failure(
+    table: Table,
+    source: str,
+    where: str,
+    what: str,
+    todo: str,
+    lines: dict[int, bytes] | None = None,
+) -> str:
+    """The message of a failed load; ``lines`` are quoted, shortened: {line number: bytes}."""
+    reads = "".join(
+        f" Line {number} reads {quoted_line(text)}."
+        for number, text in sorted((lines or {}).items())
+    )
     return (
-        f"Loading {table.qualified_name} from {source} failed{where}: {what}. "
+        f"Loading {table.qualified_name} from {source} failed{where}: {what}.{reads} "
         f"The load was rolled back and the previous rows are intact; {todo}."
     )
 
@@ -415,29 +450,58 @@ def _describe_failure(
         )
     context = _COPY_CONTEXT.search(diag.context or "")
     where = f" at {context.group(1)}" if context else ""
-    line = context.group(2) if context else None
     detail = (diag.message_detail or "").strip()
     what = f"{message}: {detail.rstrip('.')}" if detail else message
-    todo = f"fix line {line} of the file and rerun" if line else "fix the file and rerun"
+    todo = "fix the file and rerun"
+    lines: dict[int, bytes] = {}
     if diag.sqlstate == errorcodes.BAD_COPY_FILE_FORMAT and "unterminated" in message:
         # PostgreSQL names the line where the file ends, not where the quote opened.
-        opened = _located(_line_of_unclosed_quote, importer, bucket, key)
-        if opened:
-            where = f" at line {opened}"
+        record = _located(_unclosed_record, importer, bucket, key)
+        if record:
+            where = f" at line {record.first}"
             what = (
-                f"{message}: the quote opened on line {opened} is never closed, so every "
+                f"{message}: the quote opened on line {record.first} is never closed, so every "
                 "line after it was read as one field"
             )
-            todo = f"close the quote on line {opened} (or double it) and rerun"
+            todo = f"close the quote on line {record.first} (or double it) and rerun"
+            lines = {record.first: record.text}
     elif diag.sqlstate == errorcodes.UNIQUE_VIOLATION:
         duplicate = _DUPLICATE_KEY.match(detail)
         todo = "keep one row per key in the file and rerun"
-        if duplicate and not line:  # no line context: find the two rows in the object
-            lines = _located(_lines_with_key, importer, bucket, key, table, duplicate.group(1))
-            if len(lines or ()) == 2:
-                where = f" at line {lines[1]}"
-                what = f"{what}; line {lines[1]} repeats the key of line {lines[0]}"
-    return _failure(table, source, where, what, todo)
+        # PostgreSQL names the second row at most: find both rows in the object.
+        found = duplicate and _located(_lines_with_key, importer, bucket, key, table, duplicate[1])
+        if found and len(found) == 2:
+            first, second = found
+            where = f" at line {second}"
+            what = f"{what}; line {second} repeats the key of line {first}"
+            todo = f"keep one row per key in the file (one of lines {first} and {second}) and rerun"
+            lines = _located(_line_texts, importer, bucket, key, set(found)) or {}
+    elif diag.sqlstate == errorcodes.CHARACTER_NOT_IN_REPERTOIRE and not context:
+        # Aurora's import names no line: the first line that is not UTF-8 is the one.
+        found = _located(_first_line_not_utf8, importer, bucket, key)
+        if found:
+            where = f" at line {found[0]}"
+            todo = f"save line {found[0]} as UTF-8 and rerun"
+            lines = {found[0]: found[1]}
+    elif context:
+        reported = int(context[2])
+        record = _located(_record_ending_at, importer, bucket, key, reported)
+        if record and record.last > record.first:
+            where = f" at line {record.first}"
+            what = (
+                f"{what}: the quote opened on line {record.first} closes only on line "
+                f"{record.last}, so lines {record.first}-{record.last} were read as one row"
+            )
+            todo = f"close the quote on line {record.first} (or double it) and rerun"
+            lines = {record.first: record.text}
+        else:
+            if diag.sqlstate == errorcodes.CHARACTER_NOT_IN_REPERTOIRE:
+                todo = f"save line {reported} as UTF-8 and rerun"
+            else:
+                todo = f"fix line {reported} of the file and rerun"
+            if record and not _QUOTES_ROW.match(context[1]):
+                lines = {record.first: record.text}
+    return _failure(table, source, where, what, todo, lines)
 
 
 def _located(
@@ -452,17 +516,63 @@ def _located(
         return None
 
 
-def _line_of_unclosed_quote(body: Any) -> int | None:
-    """The line of the quote still open where the object ends, counting lines as
-    PostgreSQL's CSV COPY does: every quote toggles (a doubled quote toggles twice)."""
-    line, quoted, opened = 1, False, None
-    while chunk := body.read(_CHUNK):
-        for index, part in enumerate(chunk.split(b'"')):
-            if index:
-                quoted = not quoted
-                opened = line if quoted else opened
-            line += part.count(b"\n")
-    return opened if quoted else None
+class _Record(NamedTuple):
+    """One row of the object as PostgreSQL's CSV COPY reads it."""
+
+    first: int  # the line it starts on
+    last: int  # the line it ends on: the "line N" of PostgreSQL's COPY error
+    text: bytes  # its first line
+    closed: bool  # False: a quote is still open where the object ends
+
+
+def _records(body: Any) -> Iterator[_Record]:
+    """The object's rows, split as PostgreSQL's CSV COPY splits them: a newline ends a row
+    unless a quote is open, and every quote toggles (a doubled quote toggles twice)."""
+    quoted, first, number, text = False, 1, 0, b""
+    for number, line in enumerate(physical_lines(body), 1):
+        if not quoted:
+            first, text = number, line
+        quoted ^= line.count(b'"') % 2 == 1
+        if not quoted:
+            yield _Record(first, number, text, True)
+    if quoted:
+        yield _Record(first, number, text, False)
+
+
+def _unclosed_record(body: Any) -> _Record | None:
+    """The row whose quote is still open where the object ends."""
+    last = deque(_records(body), maxlen=1)
+    return last[0] if last and not last[0].closed else None
+
+
+def _record_ending_at(body: Any, line: int) -> _Record | None:
+    """The row that PostgreSQL's "line N" names: the first one ending on or after it."""
+    return next((record for record in _records(body) if record.last >= line), None)
+
+
+def _last_line(body: Any) -> tuple[int, bytes] | None:
+    """The object's last line and its number."""
+    last = deque(enumerate(physical_lines(body), 1), maxlen=1)
+    return last[0] if last else None
+
+
+def _first_line_not_utf8(body: Any) -> tuple[int, bytes] | None:
+    """The object's first line that is not UTF-8, and its number."""
+    return next(
+        ((number, line) for number, line in enumerate(physical_lines(body), 1) if not_utf8(line)),
+        None,
+    )
+
+
+def _line_texts(body: Any, numbers: set[int]) -> dict[int, bytes]:
+    """The text of the lines numbered ``numbers``."""
+    texts = {}
+    for number, line in enumerate(physical_lines(body), 1):
+        if number in numbers:
+            texts[number] = line
+            if len(texts) == len(numbers):
+                break
+    return texts
 
 
 def _lines_with_key(body: Any, table: Table, rendered: str) -> list[int]:

@@ -17,7 +17,10 @@ REPLICA_DATABASE = "movielens_raw"
 ANALYTICS_DATABASE = "analytics_movie_insights"
 ANALYTICS_SCHEMA = "analytics"
 
-DEFAULT_RAW_BUCKET = "data-handson-mds-raw-dev"
+# The storage stack's raw bucket is <project>-raw-<env>-<account>-<region> (unique on AWS); MWAA
+# always sets [movielens] raw_bucket. The default is that name in the local stack's account
+# (moto's default, 123456789012) and Region, as `make airflow` and docker compose create it.
+DEFAULT_RAW_BUCKET = "data-handson-mds-raw-dev-123456789012-us-east-1"
 # Where the dbt docs site is published, in the [movielens] dbt_docs_bucket.
 DBT_DOCS_PREFIX = "dbt-docs"
 DEFAULT_REGION = "us-east-1"

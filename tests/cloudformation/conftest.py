@@ -1,8 +1,7 @@
 """Shared fixtures for the CloudFormation checks.
 
-Templates are parsed with a YAML loader that understands CloudFormation's
-short-form tags (!Ref, !GetAtt, !Sub, ...) and turns them into the long form
-({"Ref": ...}, {"Fn::GetAtt": [...]}, ...), so the tests read one shape.
+Templates are read by cost/templates.py (short-form tags in their long form, so the tests
+read one shape; parameter values written in).
 
 cfn-lint and checkov live in their own venv (requirements/cfn-tools.txt); its
 bin directory comes from $CFN_TOOLS_BIN (default <repo>/.venv/cfn/bin).
@@ -13,45 +12,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-CFN_DIR = REPO / "cloudformation"
-TEMPLATE_NAMES = ("network", "storage", "database", "warehouse_integration", "mwaa", "operations")
-
-
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader plus CloudFormation short-form intrinsic functions."""
-
-
-def _construct_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        resource, _, attribute = value.partition(".")
-        return {"Fn::GetAtt": [resource, attribute]}
-    return {f"Fn::{tag_suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=CfnLoader)  # - SafeLoader subclass
+from cost.templates import (
+    CFN_DIR,
+    REPO,
+    TEMPLATE_NAMES,
+    load_template,
+    substitute_parameters,
+)
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +68,26 @@ def require_tool(bin_dir: Path, name: str) -> Path:
 def cfn_tool(cfn_tools_bin: Path) -> Callable[[str], Path]:
     """Path of a tool in $CFN_TOOLS_BIN; fails (never skips) when it is missing."""
     return lambda name: require_tool(cfn_tools_bin, name)
+
+
+def run_cfn_lint(cfn_lint: Path, paths: Iterable[Path]) -> subprocess.CompletedProcess:
+    """cfn-lint over the given templates, one finding per line (path:line:col:...:rule:text)."""
+    return subprocess.run(
+        [str(cfn_lint), "--format", "parseable", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def write_substituted(
+    directory: Path, name: str, tpl: dict[str, Any], values: dict[str, Any]
+) -> Path:
+    """Write substitute_parameters(tpl, values) as directory/<name>.json (for cfn-lint)."""
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(substitute_parameters(tpl, values), indent=1), encoding="utf-8")
+    return path
 
 
 def run_checkov(checkov: Path, directory: Path) -> dict[str, Any]:
@@ -141,6 +134,7 @@ def _blank_default(param: str, value: str) -> tuple[str, str]:
 NON_DEFAULT_VARIANT: dict[str, Any] = {
     "warehouse_integration": [
         ("    Default: serverless\n", "    Default: provisioned\n"),
+        _blank_default("WarehouseName", "acme-warehouse"),
         _blank_default("SnapshotCopyRegion", "eu-central-1"),
         _blank_default(
             "RecoverySourceClusterArn",
@@ -158,9 +152,12 @@ NON_DEFAULT_VARIANT: dict[str, Any] = {
         '  CreateInterfaceEndpoints:\n    Type: String\n    Default: "false"\n',
         '  CreateInterfaceEndpoints:\n    Type: String\n    Default: "true"\n',
     ),
-    "storage": _blank_default(
-        "RawReplicationDestinationBucketArn", "arn:aws:s3:::data-handson-mds-raw-dev-replica"
-    ),
+    "storage": [
+        _blank_default(
+            "RawReplicationDestinationBucketArn", "arn:aws:s3:::data-handson-mds-raw-dev-replica"
+        ),
+        _blank_default("RawBucketNameOverride", "acme-movielens-raw"),
+    ],
     "database": _blank_default("PreferredBackupWindow", "02:00-02:30"),
     "mwaa": _blank_default(
         "IntegrationArnOverride",

@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import pytest
-from conftest import CFN_DIR, TEMPLATE_NAMES
 from test_cfn_deploy import deploy, ok, overrides  # noqa: F401  (deploy is a fixture)
 from test_cfn_templates import (
     as_list,
@@ -22,6 +21,8 @@ from test_cfn_templates import (
     render_sub,
     resources,
 )
+
+from cost.templates import CFN_DIR, TEMPLATE_NAMES
 
 NO_VALUE = {"Ref": "AWS::NoValue"}
 RESTORED_ARN = "arn:aws:rds:eu-west-1:123456789012:cluster:data-handson-mds-aurora-dev-pitr"

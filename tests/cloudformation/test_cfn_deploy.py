@@ -3,8 +3,12 @@
 The fake `aws` (written into tmp_path and put first on PATH) records each call's argv as one
 JSON line and answers the calls deploy.sh makes:
 
-* `s3api head-object`: the object's version id, or a 404 for objects listed as missing;
-* `cloudformation list-exports`: the export names in its state file;
+* `s3api head-object`: the object's version id and its `airflow-version` metadata (None when
+  the state gives none), or a 404 for objects listed as missing;
+* `cloudformation list-exports`: the export names in its state file, or with a
+  `Exports[?Name=='X'].Value` query the value of export X (blank if it does not exist);
+* `mwaa get-environment`: the AirflowVersion of an environment in the state, else AWS's
+  ResourceNotFoundException;
 * `cloudformation deploy`: success; without `--no-execute-changeset` the stack's exports (taken
   from the parsed template) are added to the state, as executing the change set would;
 * before all of these: the state's canned answers, if any (test_cfn_recreate_integration.py).
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import socket
 import stat
 import subprocess
@@ -27,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CFN_DIR, TEMPLATE_NAMES
+from test_cfn_templates import ACCOUNT, REGION, param_default, render_sub
+
+from cost.templates import CFN_DIR, TEMPLATE_NAMES
 
 DEPLOY = CFN_DIR / "deploy.sh"
 PROJECT, ENV = "data-handson-mds", "dev"
@@ -73,9 +81,23 @@ if args[:2] == ["s3api", "head-object"]:
     key = opt("--key")
     if key in state["missing_objects"]:
         sys.exit("An error occurred (404) when calling the HeadObject operation: Not Found")
-    print("None" if key in state["unversioned_objects"] else "v-" + key.replace(".", "-"))
+    version = "None" if key in state["unversioned_objects"] else "v-" + key.replace(".", "-")
+    built = state.get("object_metadata", {}).get(key, {}).get("airflow-version", "None")
+    print(version + "\t" + built)
 elif args[:2] == ["cloudformation", "list-exports"]:
-    print("\t".join(state["exports"]))
+    query = opt("--query") if "--query" in args else ""
+    if query.endswith("].Value"):
+        name = query.split("'")[1]
+        print(state.get("export_values", {}).get(name, "") if name in state["exports"] else "")
+    else:
+        print("\t".join(state["exports"]))
+elif args[:2] == ["mwaa", "get-environment"]:
+    name = opt("--name")
+    if name not in state.get("mwaa_environments", {}):
+        sys.stderr.write("An error occurred (ResourceNotFoundException) when calling the "
+                         "GetEnvironment operation: Environment " + name + " not found\n")
+        sys.exit(254)
+    print(state["mwaa_environments"][name])
 elif args[:2] == ["cloudformation", "deploy"]:
     stack = opt("--stack-name")
     if stack in state["failing_stacks"]:
@@ -132,6 +154,23 @@ def dependencies(templates: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
 
 def stack_name(stack: str, project: str = PROJECT, env: str = ENV) -> str:
     return f"{project}-{env}-{stack.replace('_', '-')}"
+
+
+def mwaa_bucket(
+    templates: dict[str, dict[str, Any]], project: str = PROJECT, env: str = ENV
+) -> str:
+    """The MWAA bucket's name as the storage stack creates it in the fake's account."""
+    bucket = templates["storage"]["Resources"]["MwaaBucket"]["Properties"]["BucketName"]
+    return render_sub(
+        templates["storage"],
+        bucket,
+        {
+            "ProjectName": project,
+            "EnvironmentName": env,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Region": REGION,
+        },
+    )
 
 
 # ----------------------------------------------------------------- running deploy.sh
@@ -211,8 +250,15 @@ def deploy(tmp_path: Path, templates: dict[str, dict[str, Any]]):
         failing: tuple[str, ...] = (),
         project: str = PROJECT,
         env: str = ENV,
+        built_for: dict[str, str | None] | None = None,
+        running: str | None = None,
+        **environ: str,
     ) -> Run:
-        """Run deploy.sh; `existing` lists stacks whose exports already exist in the account."""
+        """Run deploy.sh; `existing` lists stacks whose exports already exist in the account,
+        `built_for` the objects whose airflow-version metadata differs from the template
+        default (None: no metadata), `running` the Airflow version of an existing environment."""
+        default_version = param_default(templates["mwaa"], {"Ref": "AirflowVersion"})
+        built = {key: default_version for key in MWAA_OBJECTS} | (built_for or {})
         state = {
             "exports": sorted(e for s in existing for e in exports(templates[s], project, env)),
             "stack_exports": {
@@ -222,9 +268,18 @@ def deploy(tmp_path: Path, templates: dict[str, dict[str, Any]]):
             "missing_objects": list(missing_objects),
             "unversioned_objects": list(unversioned_objects),
             "failing_stacks": [stack_name(s, project, env) for s in failing],
+            "export_values": {
+                f"{project}-{env}-MwaaBucketName": mwaa_bucket(templates, project, env)
+            },
+            "object_metadata": {
+                key: {"airflow-version": version}
+                for key, version in built.items()
+                if version is not None
+            },
+            "mwaa_environments": {} if running is None else {f"{project}-{env}": running},
         }
         proc, calls = run_with_fake_aws(
-            tmp_path, DEPLOY, args, state, PROJECT_NAME=project, ENVIRONMENT_NAME=env
+            tmp_path, DEPLOY, args, state, PROJECT_NAME=project, ENVIRONMENT_NAME=env, **environ
         )
         return Run(proc.returncode, proc.stdout, proc.stderr, calls)
 
@@ -322,7 +377,7 @@ def test_mwaa_stack_pins_the_three_bundle_object_versions(
         assert params[param] == "v-" + key.replace(".", "-"), param
     heads = [c for c in run.calls if c[:2] == ["s3api", "head-object"]]
     assert {c[c.index("--key") + 1] for c in heads} == set(MWAA_OBJECTS)
-    assert {c[c.index("--bucket") + 1] for c in heads} == {f"{PROJECT}-mwaa-{ENV}"}
+    assert {c[c.index("--bucket") + 1] for c in heads} == {mwaa_bucket(templates)}
     # only the mwaa stack reads the bundle
     others = ok(deploy("--dry-run", existing=TEMPLATE_NAMES))
     for stack, call in zip(others.deployed_stacks, others.deploys, strict=True):
@@ -330,18 +385,23 @@ def test_mwaa_stack_pins_the_three_bundle_object_versions(
 
 
 @pytest.mark.parametrize("key", sorted(MWAA_OBJECTS))
-def test_missing_bundle_object_stops_before_the_mwaa_stack(deploy, key: str) -> None:
+def test_missing_bundle_object_stops_before_the_mwaa_stack(
+    deploy, templates: dict[str, dict[str, Any]], key: str
+) -> None:
     run = deploy(missing_objects=(key,))
     assert run.returncode != 0
-    assert f"s3://{PROJECT}-mwaa-{ENV}/{key}" in run.stderr
+    assert f"s3://{mwaa_bucket(templates)}/{key}" in run.stderr
+    assert f"make deploy MWAA_BUCKET={mwaa_bucket(templates)}" in run.stderr
     assert stack_name("mwaa") in run.stderr
     assert "mwaa" not in run.deployed_stacks and "operations" not in run.deployed_stacks
 
 
-def test_bundle_object_without_version_id_is_refused(deploy) -> None:
+def test_bundle_object_without_version_id_is_refused(
+    deploy, templates: dict[str, dict[str, Any]]
+) -> None:
     run = deploy("--only", "mwaa", existing=TEMPLATE_NAMES, unversioned_objects=("plugins.zip",))
     assert run.returncode != 0
-    assert f"s3://{PROJECT}-mwaa-{ENV}/plugins.zip has no version id" in run.stderr
+    assert f"s3://{mwaa_bucket(templates)}/plugins.zip has no version id" in run.stderr
     assert run.deploys == []
 
 
@@ -416,6 +476,151 @@ def test_a_failing_stack_stops_the_run_and_is_named(deploy) -> None:
     assert run.deployed_stacks[-1] == "database"
     assert f"{stack_name('database')} (database.yaml) failed" in run.stderr
     assert "describe-stack-events" in run.stderr
+
+
+def test_from_and_to_deploy_a_contiguous_part_of_the_order(deploy) -> None:
+    assert ok(deploy("--to", "storage")).deployed_stacks == ["network", "storage"]
+    assert ok(deploy("--from", "mwaa", existing=TEMPLATE_NAMES)).deployed_stacks == [
+        "mwaa",
+        "operations",
+    ]
+    run = ok(deploy("--from", "storage", "--to", "warehouse-integration", existing=("network",)))
+    assert run.deployed_stacks == ["storage", "database", "warehouse_integration"]
+    for args in (
+        ("--from", "mwaa", "--to", "network"),
+        ("--only", "mwaa", "--from", "network"),
+        ("--to", "nope"),
+        ("--from",),
+    ):
+        bad = deploy(*args)
+        assert bad.returncode == 2 and bad.calls == [], args
+    assert "no such stack" in deploy("--to", "nope").stderr
+
+
+def readme_deploy_commands() -> list[str]:
+    """The commands of cloudformation/README.md's "## Deploy" recipe, in order."""
+    readme = (CFN_DIR / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section.split("\n### ", 1)[0], re.S)
+    return [
+        re.sub(r"\s+#.*$", "", line).strip()
+        for line in block.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_readme_deploy_order_works_on_a_fresh_account(
+    tmp_path: Path, templates: dict[str, dict[str, Any]]
+) -> None:
+    """The README's recipe, run in order against one fake account that starts empty: the
+    stacks up to storage, the bundle upload into the bucket storage made (`make deploy`,
+    here the objects it writes), then the rest; nothing is skipped or refused."""
+    commands = readme_deploy_commands()
+    upload = [i for i, c in enumerate(commands) if c.startswith("make deploy ")]
+    assert len(upload) == 1, commands
+    assert "MwaaBucketName" in commands[upload[0] - 1] + commands[upload[0]]
+    state: dict[str, Any] = {
+        "exports": [],
+        "stack_exports": {stack_name(s): sorted(exports(tpl)) for s, tpl in templates.items()},
+        "missing_objects": list(MWAA_OBJECTS),
+        "unversioned_objects": [],
+        "failing_stacks": [],
+        "export_values": {f"{PROJECT}-{ENV}-MwaaBucketName": mwaa_bucket(templates)},
+        "object_metadata": {},
+    }
+    deployed: list[str] = []
+    for command in commands:
+        if command.startswith("make deploy "):
+            assert "storage" in deployed, "the bundle is uploaded before its bucket exists"
+            version = param_default(templates["mwaa"], {"Ref": "AirflowVersion"})
+            state["missing_objects"] = []
+            state["object_metadata"] = {k: {"airflow-version": version} for k in MWAA_OBJECTS}
+            continue
+        if not command.startswith("cloudformation/deploy.sh"):
+            continue  # a variable set for the next command
+        args = tuple(shlex.split(command)[1:])
+        proc, calls = run_with_fake_aws(tmp_path, DEPLOY, args, state)
+        assert proc.returncode == 0 and "SKIP" not in proc.stderr, (command, proc.stderr)
+        run = Run(proc.returncode, proc.stdout, proc.stderr, calls)
+        deployed += run.deployed_stacks
+        state = json.loads((tmp_path / "state.json").read_text(encoding="utf-8"))
+    assert deployed == list(TEMPLATE_NAMES)
+
+
+MISMATCH = {"2.10.3": "3.0.6", "3.0.6": "2.10.3"}
+
+
+@pytest.mark.parametrize("key", sorted(MWAA_OBJECTS))
+def test_a_bundle_built_for_another_airflow_is_refused(
+    deploy, templates: dict[str, dict[str, Any]], key: str
+) -> None:
+    default = param_default(templates["mwaa"], {"Ref": "AirflowVersion"})
+    other = MISMATCH[default]
+    run = deploy(
+        existing=("network", "storage", "database", "warehouse_integration"), built_for={key: other}
+    )
+    assert run.returncode == 1
+    assert "mwaa" not in run.deployed_stacks and "operations" not in run.deployed_stacks
+    assert f"s3://{mwaa_bucket(templates)}/{key} was built for Airflow {other}" in run.stderr
+    assert f"will get AirflowVersion {default}" in run.stderr
+    assert f"AIRFLOW_TARGET={default}" in run.stderr and "AirflowVersion=" in run.stderr
+
+
+def test_a_bundle_without_its_airflow_version_is_refused(
+    deploy, templates: dict[str, dict[str, Any]]
+) -> None:
+    run = deploy("--only", "mwaa", existing=TEMPLATE_NAMES, built_for={"requirements.txt": None})
+    assert run.returncode == 1 and run.deploys == []
+    assert "requirements.txt does not say which Airflow version" in run.stderr
+
+
+def test_the_airflow_version_override_is_what_the_bundle_must_match(
+    deploy, templates: dict[str, dict[str, Any]]
+) -> None:
+    default = param_default(templates["mwaa"], {"Ref": "AirflowVersion"})
+    other = MISMATCH[default]
+    refused = deploy("--only", "mwaa", "--", f"AirflowVersion={other}", existing=TEMPLATE_NAMES)
+    assert refused.returncode == 1 and refused.deploys == []
+    assert f"was built for Airflow {default}; the mwaa stack will get" in refused.stderr
+    assert f"AirflowVersion {other}" in refused.stderr
+    run = ok(
+        deploy(
+            "--only",
+            "mwaa",
+            "--",
+            f"AirflowVersion={other}",
+            existing=TEMPLATE_NAMES,
+            built_for=dict.fromkeys(MWAA_OBJECTS, other),
+        )
+    )
+    assert overrides(run.deploys[0])["AirflowVersion"] == other
+
+
+def test_an_environment_on_another_airflow_is_refused_unless_allowed(
+    deploy, templates: dict[str, dict[str, Any]]
+) -> None:
+    default = param_default(templates["mwaa"], {"Ref": "AirflowVersion"})
+    other = MISMATCH[default]
+    env_name = f"{PROJECT}-{ENV}"
+    run = deploy("--only", "mwaa", existing=TEMPLATE_NAMES, running=other)
+    assert run.returncode == 1 and run.deploys == []
+    assert f"MWAA environment {env_name} runs Airflow {other}" in run.stderr
+    assert f"are for {default}" in run.stderr and "ALLOW_AIRFLOW_VERSION_CHANGE=true" in run.stderr
+    (get,) = (c for c in run.calls if c[:2] == ["mwaa", "get-environment"])
+    assert get[get.index("--name") + 1] == env_name
+    allowed = ok(
+        deploy(
+            "--only",
+            "mwaa",
+            existing=TEMPLATE_NAMES,
+            running=other,
+            ALLOW_AIRFLOW_VERSION_CHANGE="true",
+        )
+    )
+    assert allowed.deployed_stacks == ["mwaa"]
+    # The same version, or no environment yet: no question asked.
+    assert ok(deploy("--only", "mwaa", existing=TEMPLATE_NAMES, running=default)).deploys
+    assert ok(deploy("--only", "mwaa", existing=TEMPLATE_NAMES)).deploys
 
 
 # ----------------------------------------------------------------- moto

@@ -17,10 +17,11 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore import xform_name
-from conftest import CFN_DIR
 from test_cfn_deploy import Run as DeployRun
 from test_cfn_deploy import run_with_fake_aws
 from test_cfn_templates import param_default, props
+
+from cost.templates import CFN_DIR
 
 SCRIPT = CFN_DIR / "scripts" / "recreate_integration.sh"
 README = CFN_DIR / "README.md"
@@ -374,7 +375,7 @@ def test_with_yes_it_checks_deletes_creates_and_waits_in_that_order(recreate) ->
     assert f"FROM INTEGRATION '{NEW_INTEGRATION.rsplit(':', 1)[1]}'" in run.stdout
     assert f"--only mwaa -- IntegrationArnOverride={NEW_INTEGRATION}" in run.stdout
     assert f"--only operations -- IntegrationArnOverride={NEW_INTEGRATION}" in run.stdout
-    assert "airflow/connections/movielens_aurora" in run.stdout
+    assert f"airflow/{PROJECT}-{ENV}/connections/movielens_aurora" in run.stdout
     assert "dag_dbt_movielens_zeroetl_cosmos" in run.stdout
 
 

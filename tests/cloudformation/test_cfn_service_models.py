@@ -6,6 +6,7 @@ model rejects would only fail at deploy time; here it fails in the test run.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ try:  # rootdir-relative import (no __init__.py) or package import
     from test_cfn_templates import branches, one, param_default, props, render_sub
 except ImportError:  # pragma: no cover - tests/ turned into a package
     from .test_cfn_templates import branches, one, param_default, props, render_sub
-
+from test_cfn_deploy import deploy  # noqa: F401 - the fixture
+from test_cfn_recreate_integration import CliCall, check_call, cli_calls
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MWAA_ENVIRONMENT_CLASSES = {
@@ -191,13 +193,10 @@ def test_redshift_serverless_against_create_namespace_and_workgroup(session, tem
     )
     unknown = {_camel(k) for k in props(workgroup)} - set(wg_members)
     assert not unknown, f"Workgroup properties the API does not know: {unknown}"
-    name = param_default(tpl, props(namespace)["NamespaceName"])
+    name = render_sub(tpl, props(namespace)["NamespaceName"])
     _check_string(ns_members["namespaceName"], name, "NamespaceName")
-    _check_string(
-        wg_members["workgroupName"],
-        param_default(tpl, props(workgroup)["WorkgroupName"]),
-        "WorkgroupName",
-    )
+    workgroup_name = render_sub(tpl, props(workgroup)["WorkgroupName"])
+    _check_string(wg_members["workgroupName"], workgroup_name, "WorkgroupName")
     for export in props(namespace)["LogExports"]:
         _check_string(ns_members["logExports"].member, export, "LogExports")
     # CreateWorkgroup documents the config keys it accepts; the zero-ETL one must be among them.
@@ -206,3 +205,44 @@ def test_redshift_serverless_against_create_namespace_and_workgroup(session, tem
     )
     keys = {c["ParameterKey"] for c in props(workgroup)["ConfigParameters"]}
     assert "enable_case_sensitive_identifier" in keys and keys <= documented, keys - documented
+
+
+# `aws cloudformation deploy` is an AWS CLI command (a change set created and executed), not
+# an API operation; `s3api` is the CLI's name for the S3 API.
+CLI_ONLY = {("cloudformation", "deploy")}
+CLI_SERVICES = {"s3api": "s3"}
+
+
+def as_api_call(argv: list[str]) -> CliCall:
+    """A recorded `aws` argv as the CliCall check_call checks."""
+    query = argv[argv.index("--query") + 1] if "--query" in argv else None
+    service = CLI_SERVICES.get(argv[0], argv[0])
+    options = tuple(a for a in argv[2:] if a.startswith("--"))
+    return CliCall(service, argv[1], options, query, " ".join(argv))
+
+
+def test_deploy_script_calls_only_operations_options_and_fields_botocore_knows(
+    session,
+    deploy,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Every `aws` call deploy.sh makes on the way through all six stacks (an environment
+    that exists, so get-environment answers): the operation, its options (required ones
+    included) and the fields its --query names, against botocore's models."""
+    run = deploy(running="2.10.3", existing=())
+    assert run.returncode == 0, run.stderr
+    made = {(c[0], c[1]) for c in run.calls}
+    assert {
+        ("cloudformation", "list-exports"),
+        ("s3api", "head-object"),
+        ("mwaa", "get-environment"),
+        ("cloudformation", "deploy"),
+    } <= made, made
+    for argv in run.calls:
+        if (argv[0], argv[1]) not in CLI_ONLY:
+            check_call(session, as_api_call(argv))
+    # The commands the script prints for the operator, too.
+    text = (REPO_ROOT / "cloudformation" / "deploy.sh").read_text(encoding="utf-8")
+    for call in cli_calls(text):
+        if (call.service, call.command) not in CLI_ONLY:
+            service = CLI_SERVICES.get(call.service, call.service)
+            check_call(session, CliCall(service, *dataclasses.astuple(call)[1:]))

@@ -9,10 +9,13 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from cost.templates import parameter_defaults, substitute_parameters
 
 CFN_DIR = Path(__file__).resolve().parents[2] / "cloudformation"
 DEFAULTS = {"ProjectName": "data-handson-mds", "EnvironmentName": "dev"}
@@ -54,15 +57,31 @@ def param_default(tpl: dict[str, Any], value: Any) -> Any:
 
 
 def render_sub(tpl: dict[str, Any], value: Any, extra: dict[str, str] | None = None) -> str:
-    """Render a Fn::Sub string with parameter defaults; unknown names become <name>."""
-    if isinstance(value, str):
-        return value
-    body, variables = (
-        (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
-    )
-    names = {k: str(v.get("Default")) for k, v in tpl.get("Parameters", {}).items()}
-    names.update({k: f"<{k}>" for k in variables})
-    names.update(extra or {})
+    """Render a string-valued property (Fn::Sub, Fn::If, a parameter's Ref) with the parameter
+    defaults, the conditions evaluated with them (conftest.substitute_parameters); `extra` sets
+    further names (pseudo parameters, Sub variables); other unknown names become <name>."""
+    values = {**parameter_defaults(tpl), **(extra or {})}
+    wrapper = {
+        "Conditions": tpl.get("Conditions", {}),
+        "Resources": {"R": {"Type": "Render", "Properties": {"Value": value}}},
+    }
+    resolved = substitute_parameters(wrapper, values)["Resources"]["R"]["Properties"]["Value"]
+    return _placeholders(resolved, extra or {})
+
+
+def _placeholders(value: Any, extra: dict[str, str]) -> str:
+    """A resolved value as text: what is left of a Fn::Sub is shown as <name>."""
+    if not isinstance(value, dict):
+        return str(value)
+    if set(value) != {"Fn::Sub"}:
+        return f"<{next(iter(value))}>"
+    sub = value["Fn::Sub"]
+    body, variables = (sub, {}) if isinstance(sub, str) else sub
+    names = {
+        k: _placeholders(v, extra) if isinstance(v, str) or "Fn::Sub" in v else f"<{k}>"
+        for k, v in variables.items()
+    }
+    names.update(extra)
     return re.sub(r"\$\{([^}!]+)\}", lambda m: names.get(m.group(1), f"<{m.group(1)}>"), body)
 
 
@@ -131,10 +150,12 @@ WAREHOUSE_OPTIONAL_CONDITIONS = {
 
 
 def warehouse_conditions(kind: str, optional: bool = False) -> dict[str, bool]:
-    """Condition values for a warehouse kind; `optional` turns the backup options on."""
+    """Condition values for a warehouse kind; `optional` turns the backup options and the
+    fixed WarehouseName on."""
     return {
         "IsServerless": kind == "serverless",
         "IsProvisioned": kind == "provisioned",
+        "HasWarehouseName": optional,
         **{name: optional for name in WAREHOUSE_OPTIONAL_CONDITIONS},
     }
 
@@ -240,6 +261,121 @@ def test_no_security_group_ingress_from_anywhere(templates: dict[str, Any]) -> N
                 name,
                 rule,
             )
+
+
+# Properties that hold a name unique in the account and Region (or, for buckets, globally).
+PHYSICAL_NAME_PROPERTIES = {
+    "BucketName",
+    "Name",
+    "DBClusterIdentifier",
+    "DBInstanceIdentifier",
+    "NamespaceName",
+    "WorkgroupName",
+    "ClusterIdentifier",
+    "IntegrationName",
+    "FinalSnapshotName",
+    "LogGroupName",
+    "TopicName",
+    "AlarmName",
+}
+# MWAA writes each log type to the group airflow-<environment name>-<type> ("Viewing Airflow
+# logs in Amazon CloudWatch", mwaa/latest/userguide/monitoring-airflow.html).
+MWAA_LOG_TYPES = ("DAGProcessing", "Scheduler", "Task", "WebServer", "Worker")
+ACCOUNT, REGION = "123456789012", "eu-west-1"
+
+
+def rendered_estate(templates: dict[str, Any], env: str, kind: str) -> dict[str, dict[str, Any]]:
+    """Every template as CloudFormation creates it for EnvironmentName=env and the warehouse
+    kind, in one account and Region, with the other parameters at their defaults."""
+    pseudo = {
+        "AWS::AccountId": ACCOUNT,
+        "AWS::Region": REGION,
+        "AWS::Partition": "aws",
+        "AWS::URLSuffix": "amazonaws.com",
+    }
+    return {
+        name: substitute_parameters(
+            tpl,
+            {**parameter_defaults(tpl), **pseudo, "EnvironmentName": env, "WarehouseKind": kind},
+        )
+        for name, tpl in templates.items()
+    }
+
+
+def physical_names(estate: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
+    """Property (or "Export", "MWAA log group") -> the names the rendered stacks create."""
+    found: dict[str, set[str]] = {}
+    for tpl in estate.values():
+        for resource in tpl["Resources"].values():
+            for key, value in props(resource).items():
+                if key in PHYSICAL_NAME_PROPERTIES and not isinstance(value, dict):
+                    found.setdefault(key, set()).add(value)
+            if resource["Type"] == "AWS::MWAA::Environment":
+                found.setdefault("MWAA log group", set()).update(
+                    f"airflow-{props(resource)['Name']}-{log}" for log in MWAA_LOG_TYPES
+                )
+        for output in tpl.get("Outputs", {}).values():
+            if "Export" in output:
+                found.setdefault("Export", set()).add(output["Export"]["Name"])
+    return found
+
+
+def secret_arns(estate: dict[str, dict[str, Any]]) -> set[str]:
+    """The ARNs of the secrets the stacks create (Secrets Manager appends 6 random characters)."""
+    return {
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{props(secret)['Name']}-AbCdEf"
+        for tpl in estate.values()
+        for secret in resources(tpl, "AWS::SecretsManager::Secret").values()
+    }
+
+
+def secret_grants(estate: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """Role logical id -> the Resource entries of its secretsmanager:GetSecretValue grants."""
+    return {
+        logical: [
+            r
+            for st in policy_statements(role)
+            if "secretsmanager:GetSecretValue" in as_list(st["Action"])
+            for r in as_list(st["Resource"])
+        ]
+        for tpl in estate.values()
+        for logical, role in resources(tpl, "AWS::IAM::Role").items()
+    }
+
+
+@pytest.mark.parametrize("kind", WAREHOUSE_KINDS)
+def test_two_environments_in_one_account_share_no_name_and_no_secret(
+    templates: dict[str, Any], kind: str
+) -> None:
+    """dev and stg side by side in one account and Region: every physical name differs, and
+    neither environment's roles can read the other's connection secrets."""
+    dev, stg = (rendered_estate(templates, env, kind) for env in ("dev", "stg"))
+    names = {env: physical_names(estate) for env, estate in (("dev", dev), ("stg", stg))}
+    expected = PHYSICAL_NAME_PROPERTIES | {"Export", "MWAA log group"}
+    if kind == "serverless":
+        expected -= {"ClusterIdentifier"}
+    else:
+        expected -= {"NamespaceName", "WorkgroupName", "FinalSnapshotName"}
+    assert set(names["dev"]) == set(names["stg"]) == expected
+    for prop in expected:
+        for value in names["dev"][prop] | names["stg"][prop]:
+            assert isinstance(value, str) and "${" not in value, (prop, value)
+        shared = names["dev"][prop] & names["stg"][prop]
+        assert not shared, f"{prop}: dev and stg would both create {shared}"
+    assert len(names["dev"]["BucketName"]) == 5 and len(secret_arns(dev)) == 2
+    # The MWAA role reads its own environment's connection secrets, not the other's; the
+    # operator role imports its own environment's secret ARNs.
+    for own, other in ((dev, stg), (stg, dev)):
+        grants = secret_grants(own)
+        assert set(grants) >= {"MwaaExecutionRole", "OperatorRole"}
+        patterns = grants["MwaaExecutionRole"]
+        assert patterns and all(isinstance(p, str) for p in patterns)
+        assert all(any(fnmatchcase(a, p) for p in patterns) for a in secret_arns(own))
+        assert not any(fnmatchcase(a, p) for p in patterns for a in secret_arns(other))
+        imported = {r["Fn::ImportValue"] for r in grants["OperatorRole"]}
+        own_exports = physical_names(own)["Export"]
+        assert imported and imported <= own_exports
+        assert not imported & physical_names(other)["Export"]
 
 
 # ------------------------------------------------------------------ network
@@ -379,19 +515,83 @@ def test_every_bucket_is_encrypted_versioned_private_and_tls_only(
     assert total == 5
 
 
-def test_bucket_names_follow_the_seed(templates: dict[str, Any]) -> None:
+# "General purpose bucket naming rules" (AmazonS3/latest/userguide/bucketnamingrules.html).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3", "-an")
+PURPOSES = {
+    "RawBucket": "raw",
+    "ScriptsBucket": "scripts",
+    "CuratedBucket": "curated",
+    "MwaaBucket": "mwaa",
+    "AccessLogsBucket": "access-logs",
+}
+
+
+def assert_valid_bucket_name(name: str) -> None:
+    assert BUCKET_NAME.fullmatch(name) and ".." not in name, name
+    assert not re.fullmatch(r"[0-9.]+", name), name
+    assert not name.startswith(BUCKET_RESERVED_PREFIXES), name
+    assert not name.endswith(BUCKET_RESERVED_SUFFIXES), name
+
+
+def botocore_regions() -> set[str]:
+    from botocore.loaders import create_loader
+
+    endpoints = create_loader().load_data("endpoints")
+    return {region for partition in endpoints["partitions"] for region in partition["regions"]}
+
+
+def test_bucket_names_are_unique_by_account_region_and_environment(
+    templates: dict[str, Any],
+) -> None:
+    """S3 names are global: the defaults carry the account id and the Region, an override
+    per bucket gives a fixed name, and the names stay valid in the longest Region name."""
     tpl = templates["storage"]
-    names = {
-        k: render_sub(tpl, props(v)["BucketName"])
-        for k, v in resources(tpl, "AWS::S3::Bucket").items()
+    buckets = resources(tpl, "AWS::S3::Bucket")
+    assert set(buckets) == set(PURPOSES)
+    longest = max(botocore_regions(), key=len)
+    for logical, purpose in PURPOSES.items():
+        name = props(buckets[logical])["BucketName"]
+        pseudo = {"AWS::AccountId": "123456789012", "AWS::Region": "eu-west-1"}
+        assert render_sub(tpl, name, pseudo) == (
+            f"data-handson-mds-{purpose}-dev-123456789012-eu-west-1"
+        )
+        override = f"{logical}NameOverride"
+        assert tpl["Parameters"][override]["Default"] == ""
+        assert render_sub(tpl, name, {**pseudo, override: "acme-fixed"}) == "acme-fixed"
+        for value, ok in (("", True), ("acme-fixed.name", True), ("Acme", False), ("-a-", False)):
+            assert bool(re.fullmatch(tpl["Parameters"][override]["AllowedPattern"], value)) is ok
+        for env in ("dev", "stg", "prd", "sandbx"):
+            worst = render_sub(
+                tpl,
+                name,
+                {"AWS::AccountId": "123456789012", "AWS::Region": longest, "EnvironmentName": env},
+            )
+            assert_valid_bucket_name(worst)
+    # The replication role names the raw bucket the same way (a GetAtt would be circular).
+    role = tpl["Resources"]["RawReplicationRole"]
+    raw = render_sub(tpl, props(buckets["RawBucket"])["BucketName"])
+    arns = {
+        render_sub(tpl, st["Resource"], {"AWS::Partition": "aws"})
+        for st in policy_statements(role)
+        if not any(a.startswith("s3:Replicate") for a in as_list(st["Action"]))
     }
-    assert names == {
-        "RawBucket": "data-handson-mds-raw-dev",
-        "ScriptsBucket": "data-handson-mds-scripts-dev",
-        "CuratedBucket": "data-handson-mds-curated-dev",
-        "MwaaBucket": "data-handson-mds-mwaa-dev",
-        "AccessLogsBucket": "data-handson-mds-access-logs-dev",
-    }
+    assert arns == {f"arn:aws:s3:::{raw}", f"arn:aws:s3:::{raw}/*"}
+
+
+def test_the_local_stack_bucket_mirrors_the_raw_bucket(templates: dict[str, Any]) -> None:
+    """The local stand-in's default bucket is the storage stack's default raw bucket name in
+    moto's default account and the local Region."""
+    from localdev import stack
+    from movielens_pipeline.names import DEFAULT_REGION
+
+    tpl = templates["storage"]
+    name = props(tpl["Resources"]["RawBucket"])["BucketName"]
+    expected = render_sub(
+        tpl, name, {"AWS::AccountId": stack.MOTO_ACCOUNT_ID, "AWS::Region": DEFAULT_REGION}
+    )
+    assert stack.LocalStack(root=CFN_DIR / ".unused").bucket == expected
 
 
 # ------------------------------------------------------------------- Aurora
@@ -542,6 +742,7 @@ def test_warehouse_offers_only_targets_both_zero_etl_guides_accept(
     assert tpl["Conditions"] == {
         "IsServerless": {"Fn::Equals": [{"Ref": "WarehouseKind"}, "serverless"]},
         "IsProvisioned": {"Fn::Equals": [{"Ref": "WarehouseKind"}, "provisioned"]},
+        "HasWarehouseName": {"Fn::Not": [{"Fn::Equals": [{"Ref": "WarehouseName"}, ""]}]},
         **WAREHOUSE_OPTIONAL_CONDITIONS,
     }
     # No value the parameters allow is outside RA3 with >= 2 nodes.
@@ -592,7 +793,7 @@ def test_redshift_cluster_is_private_encrypted_and_authorises_aurora(
     _, cluster = one(tpl, "AWS::Redshift::Cluster")
     p = props(cluster)
     assert p["Encrypted"] is True and p["PubliclyAccessible"] is False
-    assert param_default(tpl, p["ClusterIdentifier"]) == "data-handson-mds"
+    assert render_sub(tpl, p["ClusterIdentifier"]) == "data-handson-mds-dev"
     assert param_default(tpl, p["NodeType"]) == "ra3.large"
     # Was single-node by default; the Aurora guide requires at least two RA3 nodes.
     assert p["ClusterType"] == "multi-node"
@@ -615,8 +816,9 @@ def test_redshift_serverless_is_private_case_sensitive_and_authorises_aurora(
     ns_logical, namespace = one(tpl, "AWS::RedshiftServerless::Namespace")
     _, workgroup = one(tpl, "AWS::RedshiftServerless::Workgroup")
     ns, wg = props(namespace), props(workgroup)
-    assert param_default(tpl, ns["NamespaceName"]) == "data-handson-mds"
-    assert param_default(tpl, wg["WorkgroupName"]) == "data-handson-mds"
+    assert render_sub(tpl, ns["NamespaceName"]) == "data-handson-mds-dev"
+    assert wg["WorkgroupName"] == ns["NamespaceName"]
+    assert render_sub(tpl, ns["FinalSnapshotName"]) == "data-handson-mds-dev-final"
     assert wg["NamespaceName"] == {"Ref": ns_logical}
     assert param_default(tpl, ns["AdminUsername"]) == "movielens_admin"
     assert render_sub(tpl, ns["AdminUserPassword"]).startswith(
@@ -689,8 +891,11 @@ def test_every_airflow_connection_has_a_generated_secret(
     templates: dict[str, Any], conn_id: str, stack: str, conn_type: str, schema: str, port: int
 ) -> None:
     tpl = templates[stack]
-    secrets = {props(s)["Name"]: s for s in resources(tpl, "AWS::SecretsManager::Secret").values()}
-    secret = secrets[f"airflow/connections/{conn_id}"]
+    secrets = {
+        render_sub(tpl, props(s)["Name"]): s
+        for s in resources(tpl, "AWS::SecretsManager::Secret").values()
+    }
+    secret = secrets[f"airflow/data-handson-mds-dev/connections/{conn_id}"]
     gen = props(secret)["GenerateSecretString"]
     assert "SecretString" not in props(secret)
     assert gen["GenerateStringKey"] == "password" and gen["PasswordLength"] >= 16
@@ -715,11 +920,12 @@ def test_redshift_secret_has_the_host_of_the_chosen_kind(templates: dict[str, An
     # "Connecting to Amazon Redshift Serverless": workgroup-name.account-number.aws-region.
     # redshift-serverless.amazonaws.com (the URL suffix is the partition's).
     assert body["host"] == (
-        "data-handson-mds.<AWS::AccountId>.<AWS::Region>.redshift-serverless.<AWS::URLSuffix>"
+        "data-handson-mds-dev.<AWS::AccountId>.<AWS::Region>.redshift-serverless.<AWS::URLSuffix>"
     )
     _, workgroup = one(tpl, "AWS::RedshiftServerless::Workgroup")
-    assert "${WarehouseName}." in serverless["Fn::Sub"]
-    assert props(workgroup)["WorkgroupName"] == {"Ref": "WarehouseName"}
+    body, variables = serverless["Fn::Sub"]
+    assert body.startswith('{"conn_type": "redshift", "host": "${Workgroup}.')
+    assert variables == {"Workgroup": props(workgroup)["WorkgroupName"]}
     assert tpl["Outputs"]["RedshiftEndpoint"]["Value"]["Fn::If"][1] == {
         "Fn::GetAtt": ["RedshiftWorkgroup", "Workgroup.Endpoint.Address"]
     }
@@ -761,7 +967,7 @@ def test_mwaa_environment_settings(templates: dict[str, Any]) -> None:
     from localdev.mwaa_bundle import TARGETS
 
     offered = tpl["Parameters"]["AirflowVersion"]["AllowedValues"]
-    assert set(offered) == set(TARGETS) == {"2.10.3", "3.0.6"}
+    assert set(offered) == set(TARGETS) == {"2.10.3", "2.11.0", "3.0.6"}
     for version in offered:
         assert f"constraints-{version}-py" in TARGETS[version].requirements.read_text()
     assert {
@@ -807,9 +1013,9 @@ def test_mwaa_airflow_configuration_options(templates: dict[str, Any]) -> None:
     # The value replaces MWAA's default kwargs entirely (AWS_FACTS §7): the lookup pattern is
     # set here (test below); variables/config lookups are off, not left to the provider's
     # default prefixes (a dropped key would mean "airflow/variables", not "no variables").
-    kwargs = json.loads(opts["secrets.backend_kwargs"])
+    kwargs = json.loads(render_sub(tpl, opts["secrets.backend_kwargs"]))
     assert kwargs == {
-        "connections_prefix": "airflow/connections",
+        "connections_prefix": "airflow/data-handson-mds-dev/connections",
         "connections_lookup_pattern": kwargs["connections_lookup_pattern"],
         "variables_prefix": None,
         "config_prefix": None,
@@ -867,7 +1073,8 @@ def test_secrets_backend_looks_up_only_the_pipeline_connections(
     from movielens_pipeline import names
 
     _, env = one(templates["mwaa"], "AWS::MWAA::Environment")
-    kwargs = json.loads(props(env)["AirflowConfigurationOptions"]["secrets.backend_kwargs"])
+    options = props(env)["AirflowConfigurationOptions"]
+    kwargs = json.loads(render_sub(templates["mwaa"], options["secrets.backend_kwargs"]))
     pattern = kwargs["connections_lookup_pattern"]
     conn_ids = {v for k, v in vars(names).items() if k.endswith("_CONN_ID")}
     assert {names.AWS_CONN_ID, names.SOURCE_CONN_ID, names.WAREHOUSE_CONN_ID} <= conn_ids
@@ -880,12 +1087,13 @@ def test_secrets_backend_looks_up_only_the_pipeline_connections(
     for near_miss in ("movielens_aurora_x", "xmovielens_redshift", "movielens", "postgres_default"):
         assert not looked_up(near_miss), near_miss
     # Every connection secret the stacks create is one the backend will read.
-    created_secrets = {
-        props(sec)["Name"].removeprefix(kwargs["connections_prefix"] + "/")
+    secret_names = {
+        render_sub(tpl, props(sec)["Name"])
         for tpl in templates.values()
         for sec in resources(tpl, "AWS::SecretsManager::Secret").values()
-        if props(sec)["Name"].startswith(kwargs["connections_prefix"] + "/")
     }
+    prefix = kwargs["connections_prefix"] + "/"
+    created_secrets = {n.removeprefix(prefix) for n in secret_names if n.startswith(prefix)}
     assert created_secrets == conn_ids - {names.AWS_CONN_ID}
 
 
@@ -1027,8 +1235,11 @@ def test_mwaa_execution_role_is_least_privilege(templates: dict[str, Any]) -> No
                     imports_of(r) and set(imports_of(r)) <= PROJECT_BUCKET_EXPORTS
                 ), f"{st['Sid']}: S3 access outside the project buckets: {r}"
         if any(a.startswith("secretsmanager:") for a in actions):
-            for r in res:
-                assert re.search(r":secret:airflow/connections/\*$", r["Fn::Sub"]), r
+            for r in res:  # this environment's connections only
+                assert re.search(
+                    r":secret:airflow/\$\{ProjectName\}-\$\{EnvironmentName\}/connections/\*$",
+                    r["Fn::Sub"],
+                ), r
         if "rds:DescribeIntegrations" in actions:
             assert imports_of(st["Resource"]) == [
                 "${ProjectName}-${EnvironmentName}-IntegrationArn"
@@ -1164,3 +1375,56 @@ def test_warehouse_kind_is_the_same_parameter_in_every_stack_that_declares_it(
             first["AllowedValues"],
             first["Default"],
         ), name
+
+
+def test_the_dags_notify_the_operations_topic_which_only_their_role_may_publish_to(
+    templates: dict[str, Any],
+) -> None:
+    """[movielens] alarm_topic_arn names the alarm topic the operations stack creates, and that
+    stack grants the MWAA execution role sns:Publish on that topic alone (and its key)."""
+    account = {
+        "AWS::AccountId": "123456789012",
+        "AWS::Region": "eu-west-1",
+        "AWS::Partition": "aws",
+    }
+    mwaa, operations = templates["mwaa"], templates["operations"]
+    options = props(one(mwaa, "AWS::MWAA::Environment")[1])["AirflowConfigurationOptions"]
+    topic_name = render_sub(operations, props(operations["Resources"]["AlarmTopic"])["TopicName"])
+    assert render_sub(mwaa, options["movielens.alarm_topic_arn"], account) == (
+        f"arn:aws:sns:eu-west-1:123456789012:{topic_name}"
+    )
+
+    (policy,) = resources(operations, "AWS::IAM::Policy").values()
+    assert imports_of(props(policy)["Roles"]) == [
+        "${ProjectName}-${EnvironmentName}-MwaaExecutionRoleName"
+    ]
+    grants = {
+        (json.dumps(as_list(s["Action"])), json.dumps(s["Resource"]))
+        for s in props(policy)["PolicyDocument"]["Statement"]
+    }
+    assert grants == {
+        ('["sns:Publish"]', json.dumps({"Ref": "AlarmTopic"})),
+        (
+            '["kms:Decrypt", "kms:GenerateDataKey"]',
+            json.dumps({"Fn::GetAtt": ["AlarmTopicKey", "Arn"]}),
+        ),
+    }
+    # The execution role itself may publish to nothing.
+    role = props(mwaa["Resources"]["MwaaExecutionRole"])
+    assert not any(
+        fnmatchcase(action, "sns:*") or action == "*"
+        for statement in policy_statements({"Properties": role})
+        for action in as_list(statement.get("Action", []))
+    )
+
+
+def test_the_dbt_docs_site_is_served_in_the_airflow_ui(templates: dict[str, Any]) -> None:
+    mwaa = templates["mwaa"]
+    options = props(one(mwaa, "AWS::MWAA::Environment")[1])["AirflowConfigurationOptions"]
+    assert render_sub(mwaa, options["cosmos.dbt_docs_dir"], {"CuratedBucket": "curated"}) == (
+        "s3://curated/dbt-docs"
+    )
+    assert imports_of(options["cosmos.dbt_docs_dir"]) == [
+        "${ProjectName}-${EnvironmentName}-CuratedBucketName"
+    ]
+    assert options["cosmos.dbt_docs_conn_id"] == "aws_default"

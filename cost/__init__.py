@@ -1,0 +1,1 @@
+"""What the CloudFormation estate costs: idle per month and per pipeline run (`make cost`)."""

@@ -13,8 +13,15 @@ PIP_QUIET := --quiet --disable-pip-version-check
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
 .PHONY: help
-help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+# Grouped by the [group] each target's comment starts with; `demo`, the one command, first.
+help: ## [start] List the targets by what they are for
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## \[[a-z]+\] / { \
+	    match($$2, /^\[[a-z]+\] /); group = substr($$2, 2, RLENGTH - 3); \
+	    line = sprintf("  %-18s %s\n", $$1, substr($$2, RLENGTH + 1)); \
+	    targets[group] = ($$1 == "demo") ? line targets[group] : targets[group] line } \
+	  END { split("start operate test benchmark deploy", order, " "); \
+	    split("Start here|Operate the local stack and Airflow|Test and lint|Benchmark|Deploy to AWS", titles, "|"); \
+	    for (i = 1; i <= 5; i++) printf "%s:\n%s\n", titles[i], targets[order[i]] }' $(MAKEFILE_LIST)
 
 .PHONY: check-python
 check-python:
@@ -25,21 +32,26 @@ $(VENV)/airflow/.installed: requirements/airflow-local.txt | check-python
 	$(VENV)/airflow/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
-# MWAA's Airflow the bundle targets: 2.10.3 (Python 3.11) or 3.0.6 (Python 3.12, a new environment).
+# MWAA's Airflow the bundle targets: 2.10.3 (Python 3.11), 2.11.0 or 3.0.6 (Python 3.12).
 AIRFLOW_TARGET ?= 2.10.3
+# The local environment of each target's Airflow: the bundle check imports the DAGs with it.
+TARGET_VENV_2.10.3 := $(VENV)/airflow
+TARGET_VENV_2.11.0 := $(VENV)/airflow211
+TARGET_VENV_3.0.6 := $(VENV)/airflow306
+TARGET_VENV = $(or $(TARGET_VENV_$(AIRFLOW_TARGET)),$(error AIRFLOW_TARGET=$(AIRFLOW_TARGET): one of 2.10.3, 2.11.0, 3.0.6))
 # The wheels a bundle ships in plugins.zip (wheels/), downloaded once per target from PyPI for
 # MWAA's platform (CPython of its image, manylinux x86_64) and cached here, never committed.
 WHEELHOUSE := .local/wheelhouse
 
-$(WHEELHOUSE)/%/.complete: requirements.txt requirements-airflow-3.0.6.txt requirements/dbt-venv.txt startup.sh $(wildcard requirements/mwaa/*.txt) | $(VENV)/airflow/.installed
+$(WHEELHOUSE)/%/.complete: requirements.txt $(wildcard requirements-airflow-*.txt) requirements/dbt-venv.txt startup.sh $(wildcard requirements/mwaa/*.txt) | $(VENV)/airflow/.installed
 	$(AIRFLOW_PY) -m localdev.mwaa_bundle wheelhouse --target $*
 	touch $@
 
 # The dbt venv, built the way MWAA builds it: startup.sh sourced, offline from the 2.10.3
 # wheelhouse (cp311 manylinux wheels, which this Python 3.11 runs).
 $(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt $(WHEELHOUSE)/2.10.3/.complete | check-python
-	DBT_VENV_PATH=$(VENV)/dbt DBT_WHEELHOUSE=$(WHEELHOUSE)/2.10.3/dbt PYTHON=$(PYTHON) \
-	  bash -c 'source ./startup.sh && test -x "$${AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH:-}"'
+	AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH=$(VENV)/dbt/bin/dbt DBT_WHEELHOUSE=$(WHEELHOUSE)/2.10.3/dbt \
+	  PYTHON=$(PYTHON) bash -c 'source ./startup.sh && test -z "$${MOVIELENS_DBT_VENV_ERROR:-}" && test -x "$$AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH"'
 	touch $@
 
 # What MWAA's 2.10.3 image holds of the local lock (requirements/mwaa/mwaa-image-*.txt): the
@@ -51,8 +63,8 @@ $(VENV)/mwaa-image/.installed: requirements/airflow-local.txt requirements/mwaa/
 	touch $@
 
 .PHONY: wheelhouse mwaa-image
-wheelhouse: $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## Download the wheels the bundle ships, once (AIRFLOW_TARGET=3.0.6 for Airflow 3)
-mwaa-image: $(VENV)/mwaa-image/.installed ## Build .venv/mwaa-image: what MWAA's 2.10.3 image holds of the lock
+wheelhouse: $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## [deploy] Download the wheels the bundle ships, once (AIRFLOW_TARGET=3.0.6 for Airflow 3)
+mwaa-image: $(VENV)/mwaa-image/.installed ## [test] Build .venv/mwaa-image: what MWAA's 2.10.3 image holds of the lock
 
 $(VENV)/stack/.installed: requirements/local-stack.txt | check-python
 	rm -rf $(VENV)/stack && $(PYTHON) -m venv $(VENV)/stack
@@ -69,6 +81,11 @@ $(VENV)/airflow306/.installed: requirements/airflow306.txt | check-python
 	$(VENV)/airflow306/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+$(VENV)/airflow211/.installed: requirements/airflow211.txt | check-python
+	rm -rf $(VENV)/airflow211 && $(PYTHON) -m venv $(VENV)/airflow211
+	$(VENV)/airflow211/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 $(VENV)/sqlfluff/.installed: requirements/sqlfluff.txt | check-python
 	rm -rf $(VENV)/sqlfluff && $(PYTHON) -m venv $(VENV)/sqlfluff
 	$(VENV)/sqlfluff/bin/pip install $(PIP_QUIET) -r $<
@@ -79,6 +96,11 @@ $(VENV)/detect-secrets/.installed: requirements/detect-secrets.txt | check-pytho
 	$(VENV)/detect-secrets/bin/pip install $(PIP_QUIET) -r $<
 	touch $@
 
+$(VENV)/contributor-tools/.installed: requirements/contributor-tools.txt | check-python
+	rm -rf $(VENV)/contributor-tools && $(PYTHON) -m venv $(VENV)/contributor-tools
+	$(VENV)/contributor-tools/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 	rm -rf $(VENV)/cfn && $(PYTHON) -m venv $(VENV)/cfn
 	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
@@ -86,125 +108,136 @@ $(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
 
 # The browser the UI check drives: Debian's chromium and its WebDriver (root installs them).
 .PHONY: browser
-browser: ## Install Debian's chromium and chromium-driver if missing (the UI check drives them)
+browser: ## [test] Install Debian's chromium and chromium-driver if missing (the UI check drives them)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	  else echo "install chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 2; fi; }
 
-.PHONY: venvs cfn-tools airflow3 sqlfluff-tools
-venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## Build the Airflow, dbt and local-stack environments
-cfn-tools: $(VENV)/cfn/.installed ## Build the cfn-lint/checkov environment
-airflow3: $(VENV)/airflow3/.installed $(VENV)/airflow306/.installed ## Build the Airflow 3 environments: 3.0.6 (MWAA's) and the latest 3.x
-sqlfluff-tools: $(VENV)/sqlfluff/.installed ## Build the sqlfluff environment (lints the dbt SQL)
+.PHONY: venvs cfn-tools airflow211 airflow3 sqlfluff-tools
+venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## [test] Build the Airflow, dbt and local-stack environments
+cfn-tools: $(VENV)/cfn/.installed ## [test] Build the cfn-lint/checkov environment
+airflow211: $(VENV)/airflow211/.installed ## [test] Build .venv/airflow211: MWAA's Airflow 2.11.0 under its constraints
+airflow3: $(VENV)/airflow3/.installed $(VENV)/airflow306/.installed ## [test] Build the Airflow 3 environments: 3.0.6 (MWAA's) and the latest 3.x
+sqlfluff-tools: $(VENV)/sqlfluff/.installed ## [test] Build the sqlfluff environment (lints the dbt SQL)
+contributor-tools: $(VENV)/contributor-tools/.installed $(VENV)/airflow/.installed $(VENV)/sqlfluff/.installed $(VENV)/detect-secrets/.installed ## [test] pre-commit and the workflow linter, with the environments its hooks call
 
 .PHONY: dbt-manifest
-dbt-manifest: $(VENV)/dbt/.installed ## Build dbt/movielens_redshift/target/manifest.json (Cosmos renders from it)
-	cd dbt/movielens_redshift && ../../$(VENV)/dbt/bin/dbt parse --quiet --profiles-dir . --project-dir .
+dbt-manifest: $(VENV)/dbt/.installed ## [operate] Build dbt/movielens_redshift/target/manifest.json (Cosmos renders from it)
+	$(AIRFLOW_PY) -c 'from localdev.airflow_env import build_dbt_manifest; build_dbt_manifest()'
 
 .PHONY: bundle deploy
-bundle: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## Build and check the MWAA bundle in build/mwaa (AIRFLOW_TARGET=3.0.6: build/mwaa-3.0.6)
+bundle: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete $(TARGET_VENV)/.installed ## [deploy] Build and check the MWAA bundle in build/mwaa (AIRFLOW_TARGET=3.0.6: build/mwaa-3.0.6)
 	$(AIRFLOW_PY) -m localdev.mwaa_bundle build --target $(AIRFLOW_TARGET)
-deploy: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## Build, check and upload the bundle: make deploy MWAA_BUCKET=name [AIRFLOW_TARGET=3.0.6] [S3_ENDPOINT_URL=url]
+deploy: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete $(TARGET_VENV)/.installed ## [deploy] Build, check and upload the bundle: make deploy MWAA_BUCKET=name [AIRFLOW_TARGET=3.0.6] [MWAA_ENVIRONMENT=name: refuse another Airflow] [S3_ENDPOINT_URL=url]
 	@test -n "$(MWAA_BUCKET)" || { echo "set MWAA_BUCKET=<the MWAA environment's bucket>"; exit 2; }
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle deploy --target $(AIRFLOW_TARGET) --bucket "$(MWAA_BUCKET)" $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
+	$(AIRFLOW_PY) -m localdev.mwaa_bundle deploy --target $(AIRFLOW_TARGET) --bucket "$(MWAA_BUCKET)" $(if $(MWAA_ENVIRONMENT),--environment "$(MWAA_ENVIRONMENT)") $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
 
 .PHONY: stack-start stack-stop stack-status
-stack-start: venvs ## Start the local S3 API, Aurora and Redshift stand-ins and replication
+stack-start: venvs ## [operate] Start the local S3 API, Aurora and Redshift stand-ins and replication
 	$(AIRFLOW_PY) -m localdev.stack start
-stack-stop: ## Stop the local stack (its data stays in .local/stack)
+stack-stop: ## [operate] Stop the local stack (its data stays in .local/stack)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.stack stop; fi
-stack-status: ## Show what the local stack is running
+stack-status: ## [operate] Show what the local stack is running
 	$(AIRFLOW_PY) -m localdev.stack status
 
 .PHONY: recovery-drill
-recovery-drill: venvs ## Recovery drill on a private stack: restore Aurora-local from a dump, recreate the integration, rerun both DAGs, same analytics
+recovery-drill: venvs ## [operate] Recovery drill on a private stack: restore Aurora-local from a dump, recreate the integration, rerun both DAGs, same analytics
 	$(AIRFLOW_PY) -m pytest tests/test_recovery_drill.py -q -p no:cacheprovider
 
 .PHONY: airflow airflow-stop
-airflow: venvs dbt-manifest ## Start the local stack and a real Airflow (webserver, scheduler, triggerer) on loopback
+airflow: venvs dbt-manifest ## [start] Start the local stack and a real Airflow (webserver, scheduler, triggerer) on loopback
 	$(AIRFLOW_PY) -m localdev.airflow_local start
-airflow-stop: ## Stop the local Airflow and the stack (their data stays in .local/)
+airflow-stop: ## [start] Stop the local Airflow and the stack (their data stays in .local/)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.airflow_local stop; fi
 
 .PHONY: dbt-docs
-dbt-docs: venvs ## Serve the dbt docs site the transform DAG published (http://127.0.0.1:8081, MOVIELENS_DBT_DOCS_PORT)
+dbt-docs: venvs ## [start] Serve the dbt docs site the transform DAG published (http://127.0.0.1:8081, MOVIELENS_DBT_DOCS_PORT)
 	$(AIRFLOW_PY) -m localdev.dbt_docs
 
 .PHONY: demo
-demo: venvs ## Set up everything, start the local Airflow and run both DAGs through its scheduler (MOVIELENS_ARCHIVE=path: another archive)
+demo: venvs ## [start] Set up everything, start the local Airflow and run both DAGs through its scheduler (MOVIELENS_ARCHIVE=path: another archive)
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
-test: scan-secrets venvs cfn-tools airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/3.0.6/.complete ## Run the whole test suite (starts and stops its own stack)
+test: scan-secrets venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete ## [test] Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
+# The fast tier for a contributor's loop: no server is started, no DAG run, no browser.
+.PHONY: test-unit
+test-unit: venvs cfn-tools sqlfluff-tools contributor-tools ## [test] Run the unit tier: every test not marked integration (no server, no DAG run, no browser)
+	$(AIRFLOW_PY) -m pytest -m "not integration"
+
 .PHONY: bench-dag-costs
-bench-dag-costs: venvs ## DagBag parse time (manifest vs dbt ls) and the dbt part of a run under Cosmos LOCAL and WATCHER
+bench-dag-costs: venvs ## [benchmark] DagBag parse time (manifest vs dbt ls) and the dbt part of a run under Cosmos LOCAL and WATCHER
 	$(AIRFLOW_PY) -m benchmarks.dag_costs $(BENCH_ARGS)
 
 .PHONY: bench-pipeline
-bench-pipeline: venvs ## Both DAGs under the local scheduler, Cosmos WATCHER vs LOCAL side by side (BENCH_ARGS="--repeat 3 --fresh-clone")
+bench-pipeline: venvs ## [benchmark] Both DAGs under the local scheduler, Cosmos WATCHER vs LOCAL side by side (BENCH_ARGS="--repeat 3 --fresh-clone")
 	$(AIRFLOW_PY) -m benchmarks.pipeline_run $(BENCH_ARGS)
 
 .PHONY: bench-scale
-bench-scale: venvs ## Both DAGs at ml-latest-small, 1M, 5M and 25M ratings: time per hop, memory, disk, chart (BENCH_ARGS="--sizes 1000000")
+bench-scale: venvs ## [benchmark] Both DAGs at ml-latest-small, 1M, 5M and 25M ratings: time per hop, memory, disk, chart (BENCH_ARGS="--sizes 1000000")
 	$(AIRFLOW_PY) -m benchmarks.scale $(BENCH_ARGS)
 
 .PHONY: bench-startup
-bench-startup: $(WHEELHOUSE)/2.10.3/.complete ## startup.sh sourced as MWAA does it: seconds to build the dbt venv from the wheelhouse (BENCH_ARGS=--runs 5)
+bench-startup: $(WHEELHOUSE)/2.10.3/.complete ## [benchmark] startup.sh sourced as MWAA does it: seconds to build the dbt venv from the wheelhouse (BENCH_ARGS=--runs 5)
 	$(AIRFLOW_PY) -m benchmarks.startup_script $(BENCH_ARGS)
 
+.PHONY: bench-plugins
+bench-plugins: venvs ## [benchmark] Airflow's plugin load with and without plugins/.airflowignore, fresh processes side by side (BENCH_ARGS="--runs 5 --target 3.0.6")
+	$(AIRFLOW_PY) -m benchmarks.plugin_load $(BENCH_ARGS)
+
 .PHONY: bench-replication
-bench-replication: venvs ## Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
+bench-replication: venvs ## [benchmark] Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
 	$(AIRFLOW_PY) -m benchmarks.replication_lag $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: bench-ingestion synthetic
-bench-ingestion: venvs ## Ingestion side by side (ours, to_sql, S3ToSqlOperator, bare COPY), synthetic 1M ratings (BENCH_ARGS=--ten-million adds 10M)
+bench-ingestion: venvs ## [benchmark] Ingestion side by side (ours, to_sql, S3ToSqlOperator, bare COPY), synthetic 1M ratings (BENCH_ARGS=--ten-million adds 10M)
 	$(AIRFLOW_PY) -m benchmarks.ingestion $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)") $(BENCH_ARGS)
-synthetic: $(VENV)/airflow/.installed ## MovieLens-shaped synthetic CSVs (ROWS=1000000 OUT=.local/synthetic SEED=0)
+synthetic: $(VENV)/airflow/.installed ## [operate] MovieLens-shaped synthetic CSVs (ROWS=1000000 OUT=.local/synthetic SEED=0)
 	$(AIRFLOW_PY) -m localdev.synthetic $(or $(OUT),.local/synthetic) --ratings $(or $(ROWS),1000000) --seed $(or $(SEED),0)
 
 # Every tracked file, with no baseline of accepted secrets: a false positive gets an inline
 # `pragma: allowlist secret` with its reason. --no-verify: no network calls to check a finding.
 .PHONY: scan-secrets
-scan-secrets: $(VENV)/detect-secrets/.installed ## Scan every tracked file for secrets (detect-secrets); fails on any finding
+scan-secrets: $(VENV)/detect-secrets/.installed ## [test] Scan every tracked file for secrets (detect-secrets); fails on any finding
 	git ls-files -z | xargs -0 $(VENV)/detect-secrets/bin/detect-secrets-hook --no-verify
 	@echo "detect-secrets: no secrets in the $$(git ls-files | wc -l) tracked files"
 
 # Operations procedures against the local stack and the local Airflow (docs/procedures.md);
 # localdev/procedures.py holds them. The Airflow ones need `make airflow` running.
 .PHONY: stage-s3 check-s3 trigger check-aurora check-replication rerun-model dbt-model backfill teardown
-stage-s3: $(VENV)/airflow/.installed ## Stage the CSVs in the local S3 only (the load DAG's first task alone)
+stage-s3: $(VENV)/airflow/.installed ## [operate] Stage the CSVs in the local S3 only (the load DAG's first task alone)
 	$(AIRFLOW_PY) -m localdev.procedures stage-s3
-check-s3: $(VENV)/airflow/.installed ## List the local raw bucket's objects and their SHA-256
+check-s3: $(VENV)/airflow/.installed ## [operate] List the local raw bucket's objects and their SHA-256
 	$(AIRFLOW_PY) -m localdev.procedures check-s3
-trigger: $(VENV)/airflow/.installed ## Trigger a DAG in the local Airflow, wait, print tasks and figures (DAG=dag_id)
+trigger: $(VENV)/airflow/.installed ## [operate] Trigger a DAG in the local Airflow, wait, print tasks and figures (DAG=dag_id)
 	@test -n "$(DAG)" || { echo "set DAG=dag_movielens_load_aurora or DAG=dag_dbt_movielens_zeroetl_cosmos"; exit 2; }
 	$(AIRFLOW_PY) -m localdev.procedures trigger "$(DAG)"
-check-aurora: $(VENV)/airflow/.installed ## Rows and primary key of each table in the local Aurora
+check-aurora: $(VENV)/airflow/.installed ## [operate] Rows and primary key of each table in the local Aurora
 	$(AIRFLOW_PY) -m localdev.procedures check-aurora
-check-replication: $(VENV)/airflow/.installed ## Local zero-ETL: subscription, table states, row counts, catch-up
+check-replication: $(VENV)/airflow/.installed ## [operate] Local zero-ETL: subscription, table states, row counts, catch-up
 	$(AIRFLOW_PY) -m localdev.procedures check-replication
-rerun-model: $(VENV)/airflow/.installed ## Rerun one dbt model in the latest transform run (MODEL=name [DOWNSTREAM=1])
+rerun-model: $(VENV)/airflow/.installed ## [operate] Rerun one dbt model in the latest transform run (MODEL=name [DOWNSTREAM=1])
 	@test -n "$(MODEL)" || { echo "set MODEL=<dbt model>, e.g. MODEL=analytics_top_movies"; exit 2; }
 	$(AIRFLOW_PY) -m localdev.procedures rerun-model "$(MODEL)" $(if $(DOWNSTREAM),--downstream)
-dbt-model: $(VENV)/airflow/.installed $(VENV)/dbt/.installed ## dbt build one selection against the local stack, no Airflow (MODEL=selector [DBT_ARGS=--full-refresh])
+dbt-model: $(VENV)/airflow/.installed $(VENV)/dbt/.installed ## [operate] dbt build one selection against the local stack, no Airflow (MODEL=selector [DBT_ARGS=--full-refresh])
 	@test -n "$(MODEL)" || { echo "set MODEL=<dbt selector>, e.g. MODEL=analytics_top_movies or MODEL=int_ratings+"; exit 2; }
 	$(AIRFLOW_PY) -m localdev.procedures dbt-model "$(MODEL)" $(DBT_ARGS)
-backfill: $(VENV)/airflow/.installed ## One transform run per daily schedule from START to the day before END, in the local Airflow (START=YYYY-MM-DD END=YYYY-MM-DD)
+backfill: $(VENV)/airflow/.installed ## [operate] One transform run per daily schedule from START to the day before END, in the local Airflow (START=YYYY-MM-DD END=YYYY-MM-DD)
 	@test -n "$(START)" -a -n "$(END)" || { echo "set START=YYYY-MM-DD END=YYYY-MM-DD"; exit 2; }
 	$(AIRFLOW_PY) -m localdev.procedures backfill "$(START)" "$(END)"
-teardown: ## Stop the local Airflow and the stack and delete their data (environments and wheels stay)
+teardown: ## [start] Stop the local Airflow and the stack and delete their data (environments and wheels stay)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.procedures teardown; fi
 
 .PHONY: lint
-lint: $(VENV)/airflow/.installed $(VENV)/sqlfluff/.installed ## ruff check and format check, sqlfluff on the dbt SQL
+lint: $(VENV)/airflow/.installed $(VENV)/sqlfluff/.installed ## [test] ruff check and format check, sqlfluff on the dbt SQL
 	$(VENV)/airflow/bin/ruff check .
 	$(VENV)/airflow/bin/ruff format --check .
 	$(VENV)/sqlfluff/bin/sqlfluff lint dbt/movielens_redshift
 
 .PHONY: lock
-lock: | check-python ## Regenerate the locks in requirements/ from their .in files
+lock: | check-python ## [test] Regenerate the locks in requirements/ from their .in files
 	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
 	$(VENV)/lock/bin/pip install $(PIP_QUIET) -r requirements/airflow-local.in -c $(MWAA_CONSTRAINTS)
 	{ sed -n 1,2p requirements/airflow-local.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/airflow-local.txt.new
@@ -218,11 +251,24 @@ lock: | check-python ## Regenerate the locks in requirements/ from their .in fil
 	{ sed -n 1,2p requirements/airflow306.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/airflow306.txt.new
 	mv requirements/airflow306.txt.new requirements/airflow306.txt
 	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
+	$(VENV)/lock/bin/pip install $(PIP_QUIET) -r requirements/airflow211.in -c requirements/mwaa/mwaa-constraints-2.11.0-py3.12.txt
+	{ sed -n 1,2p requirements/airflow211.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/airflow211.txt.new
+	mv requirements/airflow211.txt.new requirements/airflow211.txt
+	rm -rf $(VENV)/lock && $(PYTHON) -m venv $(VENV)/lock
 	$(VENV)/lock/bin/pip install $(PIP_QUIET) $$(sed -n 's/^movielens_dbt_packages="\(.*\)"/\1/p' startup.sh)
 	{ sed -n 1,2p requirements/dbt-venv.txt; $(VENV)/lock/bin/pip freeze --exclude pip --exclude setuptools; } > requirements/dbt-venv.txt.new
 	mv requirements/dbt-venv.txt.new requirements/dbt-venv.txt
 	rm -rf $(VENV)/lock
 
 .PHONY: clean
-clean: stack-stop ## Stop the stack and delete environments and local data
+clean: airflow-stop ## [start] Stop the local Airflow and the stack, delete environments and local data
 	rm -rf $(VENV) .local dbt/movielens_redshift/target dbt/movielens_redshift/logs
+
+# What the AWS estate costs (docs/cost.md): offline, from the templates and cost/prices/.
+.PHONY: cost pause resume
+cost: $(VENV)/airflow/.installed ## [deploy] Monthly idle cost and per-run cost: defaults beside the trial estate (PARAMETERS=file, OVERRIDES="K=V ...", REGION=us-east-1)
+	$(AIRFLOW_PY) -m cost --region $(or $(REGION),us-east-1) $(if $(PARAMETERS),--parameters "$(PARAMETERS)") $(OVERRIDES)
+pause: ## [deploy] Stop what can be stopped in the AWS account (Aurora, a provisioned Redshift, the operator host); DRY_RUN=1 prints only
+	cloudformation/scripts/pause_resume.sh pause $(if $(DRY_RUN),--dry-run)
+resume: ## [deploy] Start what `make pause` stopped; DRY_RUN=1 prints only
+	cloudformation/scripts/pause_resume.sh resume $(if $(DRY_RUN),--dry-run)

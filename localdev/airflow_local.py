@@ -100,6 +100,16 @@ class LocalAirflow:
         """Start what is not running and wait until all is healthy; True if anything started."""
         self.stack.start()
         env = self.env()
+        archive = env["AIRFLOW__MOVIELENS__ARCHIVE"]
+        running_with = self._started_with_archive()
+        if running_with not in (None, archive):
+            # The components read the archive setting when they start: a new one needs a restart.
+            print(
+                f"The local Airflow runs with the archive {running_with}: restarting it to "
+                f"read {archive}.",
+                flush=True,
+            )
+            self.stop()
         started = [name for name in COMPONENTS if self._pid(name) is None]
         if started:
             self._run(["db", "migrate"], env)
@@ -115,6 +125,7 @@ class LocalAirflow:
                 )
             for name in started:
                 self._spawn(name, env)
+            self._archive_file.write_text(archive)
         self.wait_until_healthy()
         return bool(started)
 
@@ -170,6 +181,16 @@ class LocalAirflow:
 
     def _pid(self, name: str) -> int | None:
         return running_pid(self.home / f"{name}.pid")
+
+    @property
+    def _archive_file(self) -> Path:
+        return self.home / "archive"
+
+    def _started_with_archive(self) -> str | None:
+        """The archive the running components read, or None when none runs."""
+        if all(self._pid(name) is None for name in COMPONENTS):
+            return None
+        return self._archive_file.read_text() if self._archive_file.is_file() else ""
 
     def health(self) -> dict[str, str]:
         """The webserver's ``/health``: each component's status (unreachable when down)."""

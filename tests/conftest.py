@@ -23,6 +23,16 @@ os.environ.update(
 
 from localdev.stack import LocalStack, private_stack  # noqa: E402
 
+# Fixtures that start a server: a test that uses one is in the integration tier, whatever its
+# module (whole modules that run Airflow, dbt builds or a browser are marked where they are).
+SERVER_FIXTURES = {"local_stack", "moto_endpoint"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def archive_path() -> Path:

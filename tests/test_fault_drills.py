@@ -35,6 +35,9 @@ from movielens_pipeline.names import SOURCE_CONN_ID, WAREHOUSE_CONN_ID
 from movielens_pipeline.tables import TABLES
 from movielens_pipeline.zero_etl import LocalLogicalReplication
 
+# Starts a local Airflow and faults in its servers.
+pytestmark = pytest.mark.integration
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # [movielens] retry_delay_seconds of this Airflow: the drills restore each fault before it.
 RETRY_DELAY_SECONDS = 8

@@ -17,6 +17,9 @@ from localdev.airflow_env import airflow_environment, migrate_metadata_db, run_d
 from localdev.demo import LOAD_DAG, TRANSFORM_DAG
 from localdev.stack import LocalStack
 
+# Starts the stack and runs `airflow dags test`.
+pytestmark = pytest.mark.integration
+
 TABLES = ("ratings", "tags", "movies", "links")
 
 

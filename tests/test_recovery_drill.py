@@ -21,6 +21,9 @@ from movielens_pipeline.names import ANALYTICS_SCHEMA, SOURCE_CONN_ID, SOURCE_SC
 from movielens_pipeline.tables import TABLES
 from movielens_pipeline.zero_etl import LOCAL_PUBLICATION, LOCAL_SUBSCRIPTION
 
+# Starts private stacks and runs the DAGs on them.
+pytestmark = pytest.mark.integration
+
 SOURCE_CONN_VAR = f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}"
 
 

@@ -20,6 +20,9 @@ from localdev.stack import (
     free_port,
 )
 
+# Starts PostgreSQL servers and the S3 API.
+pytestmark = pytest.mark.integration
+
 
 def test_start_is_idempotent_and_status_reports_every_service(local_stack: LocalStack):
     local_stack.start()

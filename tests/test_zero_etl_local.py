@@ -12,6 +12,9 @@ from movielens_pipeline.compat import TRIGGERING_EVENTS
 from movielens_pipeline.db import autocommit, count_rows
 from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, ReplicationFailed
 
+# Starts two PostgreSQL servers replicating.
+pytestmark = pytest.mark.integration
+
 CDC_MOVIE_ID = 990_001
 CONFLICT_MOVIE_ID = 990_002
 RELOAD_MOVIE_ID = 990_003

@@ -21,6 +21,9 @@ from build_helpers import run_dbt
 from localdev.stack import WAREHOUSE_DATABASE, LocalStack
 from movielens_pipeline.tables import TABLES
 
+# Runs dbt builds on the local stack.
+pytestmark = pytest.mark.integration
+
 MIN_RATINGS = 10  # the Bayesian m, passed to dbt explicitly so both sides use the same
 NO_GENRES = "(no genres listed)"
 MODELS = {

@@ -14,6 +14,7 @@ from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, cron_or_datasets_schedule, dag, task
 from movielens_pipeline.dbt_config import movielens_dbt_task_group, publish_dbt_docs
 from movielens_pipeline.names import AWS_CONN_ID
+from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
 from movielens_pipeline.settings import load_settings
@@ -27,7 +28,14 @@ RUNTIME = runtime_for(load_settings())
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": RUNTIME.settings.retry_delay(timedelta(minutes=2))},
+    default_args={
+        "retries": 1,
+        "retry_delay": RUNTIME.settings.retry_delay(timedelta(minutes=2)),
+        "on_failure_callback": notify_task_failure,
+        "execution_timeout": RUNTIME.settings.task_timeout,
+    },
+    dagrun_timeout=RUNTIME.settings.run_timeout,
+    on_failure_callback=notify_dag_run_failure,
     tags=["movielens", "zero-etl", "dbt", "redshift"],
     doc_md=__doc__,
 )
@@ -63,6 +71,9 @@ def dag_dbt_movielens_zeroetl_cosmos() -> None:
         region_name=RUNTIME.settings.region,
         poke_interval=RUNTIME.settings.sync_poke_seconds,
         timeout=RUNTIME.settings.sync_timeout_seconds,
+        # Bounded by its own timeout (in poke mode one try lasts until then).
+        execution_timeout=timedelta(seconds=RUNTIME.settings.sync_timeout_seconds)
+        + RUNTIME.settings.task_timeout,
         retries=0,
     )
     chain(

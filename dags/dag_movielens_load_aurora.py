@@ -19,6 +19,7 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, dag, task
 from movielens_pipeline.names import SOURCE_CONN_ID
+from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 from movielens_pipeline.operators import MovieLensToS3Operator, S3ToAuroraTableOperator
 from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.settings import load_settings
@@ -33,7 +34,14 @@ RUNTIME = runtime_for(load_settings())
     start_date=datetime(2024, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": RUNTIME.settings.retry_delay(timedelta(minutes=1))},
+    default_args={
+        "retries": 1,
+        "retry_delay": RUNTIME.settings.retry_delay(timedelta(minutes=1)),
+        "on_failure_callback": notify_task_failure,
+        "execution_timeout": RUNTIME.settings.task_timeout,
+    },
+    dagrun_timeout=RUNTIME.settings.run_timeout,
+    on_failure_callback=notify_dag_run_failure,
     tags=["movielens", "aurora", "s3"],
     doc_md=__doc__,
 )

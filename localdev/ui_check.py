@@ -4,7 +4,8 @@
 
 Logs in as the admin user, finds both DAGs on the home page with no import errors, opens the
 transform DAG's latest successful run in the graph view with the dbt task group expanded,
-reads every task's state from the graph and saves a screenshot of it.
+reads every task's state from the graph and saves a screenshot of it; then opens the dbt docs
+site from the Browse menu at one model's page.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ CHROMIUM_ARGUMENTS = (
     "--window-size=1800,1300",
 )
 WAIT_SECONDS = 30
+# The model whose page the check opens in the dbt docs site.
+DOCS_MODEL = "analytics_top_movies"
 
 
 class UiCheckFailed(AssertionError):
@@ -44,6 +47,7 @@ def check_ui(airflow: LocalAirflow, screenshot: Path) -> dict[str, str]:
     """Run the browser check; return the state of every task of the transform DAG's latest
     successful run as its graph shows it. Raises UiCheckFailed on what the UI gets wrong."""
     from selenium import webdriver
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -102,6 +106,29 @@ def check_ui(airflow: LocalAirflow, screenshot: Path) -> dict[str, str]:
                 states[element.get_attribute("data-id")] = texts[1]
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         browser.save_screenshot(str(screenshot))
+
+        # The dbt docs site the transform DAG published, under Browse > dbt Docs (Cosmos'
+        # plugin, reading [cosmos] dbt_docs_dir), opened at one model's page.
+        browser.get(f"{airflow.url}/home")
+        menu = browser.find_elements(By.CSS_SELECTOR, "a[href$='/cosmos/dbt_docs']")
+        if not menu or menu[0].get_attribute("textContent").strip() != "dbt Docs":
+            raise UiCheckFailed("The Browse menu has no dbt Docs entry")
+        browser.get(menu[0].get_attribute("href"))
+        frame = wait.until(lambda b: b.find_element(By.TAG_NAME, "iframe"))
+        if not frame.get_attribute("src").endswith("/cosmos/dbt_docs_index.html"):
+            raise UiCheckFailed(f"dbt Docs frames {frame.get_attribute('src')}")
+        # The docs site itself (what the frame holds), at the model's page.
+        browser.get(f"{frame.get_attribute('src')}#!/model/model.movielens_redshift.{DOCS_MODEL}")
+        try:
+            # A model's page (not the overview) names it and lists what it depends on.
+            wait.until(
+                lambda b: all(
+                    text in b.find_element(By.TAG_NAME, "body").text
+                    for text in (DOCS_MODEL, "Depends On")
+                )
+            )
+        except TimeoutException:
+            raise UiCheckFailed(f"dbt Docs shows no page for the model {DOCS_MODEL}") from None
         return states
     finally:
         browser.quit()

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import shutil
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
 import pytest
 from airflow.models import DagBag
+from cosmos.operators.local import DbtLocalBaseOperator
 
 from localdev import REPO_ROOT
-from movielens_pipeline.dbt_config import DbtManifestError, manifest_path
+from localdev.airflow_env import DBT_VENV, shared_airflow_settings
+from movielens_pipeline.dbt_manifest import PARSED_FILES_RECORD, DbtManifestError, manifest_path
+from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 
 GROUP = "dbt_movielens"
 # The task the dbt task group starts after, and the ones that follow all of it.
@@ -134,6 +139,7 @@ def test_load_dag_publishes_the_datasets_the_transform_dag_waits_on(dbt_manifest
 
 def test_missing_manifest_is_a_clear_import_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_MANIFEST_AUTOPARSE", "False")  # as on MWAA
     dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
 
     (error,) = (e for f, e in dagbag.import_errors.items() if "cosmos" in f)
@@ -153,24 +159,120 @@ def test_fresh_manifest_is_accepted(project_copy: Path) -> None:
     assert manifest_path(project_copy) == project_copy / "target" / "manifest.json"
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (
-            lambda p: (p / "models/staging/stg_tags.sql").write_text("select 1 as changed\n"),
-            "edited",
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+# One change to each kind of file dbt parses, and the file the error must name.
+PROJECT_CHANGES = {
+    "model edited": (
+        lambda p: (p / "models/staging/stg_tags.sql").write_text("select 1 as changed\n"),
+        "models/staging/stg_tags.sql edited",
+    ),
+    "model added": (
+        lambda p: (p / "models/staging/stg_new.sql").write_text("select 1\n"),
+        "models/staging/stg_new.sql added",
+    ),
+    "model removed": (
+        lambda p: (p / "models/staging/stg_links.sql").unlink(),
+        "models/staging/stg_links.sql removed",
+    ),
+    "yml test edited": (
+        lambda p: append(p / "models/staging/stg_movies.yml", "\n# a test changed\n"),
+        "models/staging/stg_movies.yml edited",
+    ),
+    "macro edited": (
+        lambda p: append(p / "macros/share.sql", "\n{# changed #}\n"),
+        "macros/share.sql edited",
+    ),
+    "generic test added": (
+        lambda p: (p / "tests/generic/always_passes.sql").write_text(
+            "{% test always_passes(model) %} select 1 where false {% endtest %}\n"
         ),
-        (lambda p: (p / "models/staging/stg_new.sql").write_text("select 1\n"), "added"),
-        (lambda p: (p / "models/staging/stg_links.sql").unlink(), "removed"),
-    ],
-    ids=["edited", "added", "removed"],
-)
-def test_stale_manifest_names_the_changed_model(project_copy: Path, change, expected: str) -> None:
+        "tests/generic/always_passes.sql added",
+    ),
+    "dbt_project.yml edited": (
+        lambda p: append(p / "dbt_project.yml", "\n# changed\n"),
+        "dbt_project.yml edited",
+    ),
+    "packages.yml added": (
+        lambda p: (p / "packages.yml").write_text("packages: []\n"),
+        "packages.yml added",
+    ),
+    "selectors.yml added": (
+        lambda p: (p / "selectors.yml").write_text("selectors: []\n"),
+        "selectors.yml added",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", PROJECT_CHANGES)
+def test_stale_manifest_names_the_changed_file(project_copy: Path, kind: str) -> None:
+    change, named = PROJECT_CHANGES[kind]
     change(project_copy)
     with pytest.raises(
-        DbtManifestError, match=rf"is stale.*models/staging/stg_\w+\.sql {expected}"
+        DbtManifestError, match=rf"is stale.*\({re.escape(named)}\).*make dbt-manifest"
     ):
         manifest_path(project_copy)
+
+
+def test_a_manifest_without_its_record_of_parsed_files_is_refused(project_copy: Path) -> None:
+    (project_copy / "target" / PARSED_FILES_RECORD).unlink()
+    with pytest.raises(DbtManifestError, match=rf"has no {PARSED_FILES_RECORD}.*make dbt-manifest"):
+        manifest_path(project_copy)
+
+
+def edit_project(project: Path) -> None:
+    """A new model, a data test added in a yml file and an edited macro, as a developer would."""
+    (project / "models/analytics/analytics_edited.sql").write_text(
+        "select movie_id from {{ ref('stg_movies') }}\n"
+    )
+    append(
+        project / "models/analytics/analytics_tag_usage.yml",
+        "\n  - name: analytics_edited\n    columns:\n      - name: movie_id\n"
+        "        data_tests:\n          - not_null\n          - relationships:\n"
+        "              arguments:\n"
+        "                to: ref('analytics_movie_insights')\n                field: movie_id\n",
+    )
+    append(project / "macros/share.sql", "\n{# edited #}\n")
+
+
+def test_a_stale_manifest_is_parsed_again_when_autoparse_is_on(project_copy: Path) -> None:
+    edit_project(project_copy)
+    manifest = manifest_path(project_copy, autoparse_with=DBT_VENV / "bin" / "dbt")
+
+    nodes = json.loads(manifest.read_text())["nodes"]
+    assert "model.movielens_redshift.analytics_edited" in nodes
+    assert any(
+        node["resource_type"] == "test"
+        and "model.movielens_redshift.analytics_edited" in node["depends_on"]["nodes"]
+        for node in nodes.values()
+    )
+    assert manifest_path(project_copy) == manifest  # fresh now, without autoparse
+
+
+def test_the_local_airflow_renders_an_edited_project_without_an_import_error(
+    project_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit_project(project_copy)
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_PROJECT_DIR", str(project_copy))
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH", str(DBT_VENV / "bin" / "dbt"))
+    monkeypatch.setenv(
+        "AIRFLOW__MOVIELENS__DBT_MANIFEST_AUTOPARSE",
+        shared_airflow_settings()["AIRFLOW__MOVIELENS__DBT_MANIFEST_AUTOPARSE"],
+    )
+    dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+
+    assert dagbag.import_errors == {}
+    transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
+    assert f"{GROUP}.analytics_edited.run" in transform.task_ids
+    # The relationships test added in the yml is a task after the new model's tests.
+    (relationships,) = (
+        task
+        for task in transform.tasks
+        if task.task_id.startswith(f"{GROUP}.relationships_analytics_edited")
+    )
+    assert f"{GROUP}.analytics_edited.test" in relationships.upstream_task_ids
 
 
 def test_broken_manifest_is_a_clear_error(project_copy: Path) -> None:
@@ -184,3 +286,29 @@ def test_airflow_environment_has_no_dbt() -> None:
     for package in ("dbt-core", "dbt-postgres", "dbt-redshift"):
         with pytest.raises(importlib.metadata.PackageNotFoundError):
             importlib.metadata.distribution(package)
+
+
+def test_every_task_and_run_is_bounded_and_notifies_its_failure(
+    dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__TASK_TIMEOUT_MINUTES", "7")
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_TIMEOUT_MINUTES", "11")
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__RUN_TIMEOUT_MINUTES", "13")
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__SYNC_TIMEOUT_SECONDS", "300")
+    dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+
+    assert len(dagbag.dags) == 2
+    for dag in dagbag.dags.values():
+        assert dag.dagrun_timeout == timedelta(minutes=13)
+        assert dag.on_failure_callback is notify_dag_run_failure
+        for task in dag.tasks:
+            if task.task_id == "wait_for_zero_etl_catch_up":
+                expected = timedelta(seconds=300) + timedelta(minutes=7)
+            elif isinstance(task, DbtLocalBaseOperator):  # every task that runs dbt
+                expected = timedelta(minutes=11)
+            else:
+                expected = timedelta(minutes=7)
+            assert task.execution_timeout == expected, task.task_id
+            # Cosmos wraps the producer's callback with its own (a state backup) around ours.
+            if task.task_id != f"{GROUP}.dbt_producer_watcher":
+                assert task.on_failure_callback is notify_task_failure, task.task_id

@@ -5,19 +5,25 @@ model as that model's failed task and rebuilds only it on retry; the UI in a bro
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from log_secrets import env_secrets, file_secrets, log_files, secrets_in
 
-from localdev.airflow_local import COMPONENTS, LocalAirflow
+from localdev.airflow_local import ADMIN_USER, COMPONENTS, LocalAirflow
 from localdev.dbt_docs import fetch_site
 from localdev.demo import LOAD_DAG, TRANSFORM_DAG, PipelineRun, run_through_scheduler
 from localdev.stack import LocalStack, free_port
 from localdev.ui_check import check_ui
+
+# Starts a local Airflow (webserver, scheduler, triggerer) and a browser.
+pytestmark = pytest.mark.integration
 
 # The model made to fail, and its schema.
 FAILING_MODEL, FAILING_SCHEMA = "analytics_tag_usage", "analytics"
@@ -159,6 +165,73 @@ def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
     assert rerun["state"] == "success"
 
 
+def alarm_messages(local_stack: LocalStack) -> list[dict]:
+    """Every notification in the queue subscribed to the alarm topic (read and deleted)."""
+    sqs = local_stack.aws_client("sqs")
+    queue_url = local_stack.alarm_queue_url()
+    messages = []
+    while batch := sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+    ).get("Messages"):
+        for message in batch:
+            messages.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return messages
+
+
+def logged_in_session(airflow: LocalAirflow) -> requests.Session:
+    """A browser-like session of the admin user in the local webserver's UI."""
+    session = requests.Session()
+    login = session.get(f"{airflow.url}/login/", timeout=30)
+    (csrf_token,) = re.findall(r'name="csrf_token" type="hidden" value="([^"]+)"', login.text)
+    session.post(
+        f"{airflow.url}/login/",
+        data={
+            "username": ADMIN_USER,
+            "password": airflow.credentials()["admin_password"],
+            "csrf_token": csrf_token,
+        },
+        timeout=30,
+    )
+    return session
+
+
+def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_log(
+    airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
+):
+    # Every run so far ended green, the retried one included: nothing alarming was sent.
+    assert alarm_messages(local_stack) == []
+
+    failing = f"dbt_movielens.{FAILING_MODEL}.run"
+    local_stack.query("warehouse", PLANT_FAILURE)
+    try:
+        run_id = airflow.trigger(TRANSFORM_DAG)
+        run = airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout=600)
+    finally:
+        local_stack.query("warehouse", "drop event trigger if exists movielens_test_failure")
+    assert run["state"] == "failed"
+
+    deadline = time.monotonic() + 60
+    messages: list[dict] = []
+    while time.monotonic() < deadline and len(messages) < 2:
+        messages += alarm_messages(local_stack)
+    by_subject = {message["Subject"]: message["Message"] for message in messages}
+    task_subject = f"[movielens] failed: {TRANSFORM_DAG} {failing}"
+    run_subject = f"[movielens] run failed: {TRANSFORM_DAG}"
+    assert set(by_subject) == {task_subject, run_subject}
+
+    task_message = by_subject[task_subject]
+    assert f"Run:  {run_id}" in task_message
+    assert f"Task: {failing} (try 2 of 2)" in task_message
+    assert f"model.movielens_redshift.{FAILING_MODEL} (error):" in task_message
+    assert f"planted failure: {FAILING_MODEL} may not be created" in task_message
+    (log_url,) = re.findall(r"^Log:  (\S+)$", task_message, re.M)
+    page = logged_in_session(airflow).get(log_url, timeout=30)
+    assert page.status_code == 200 and "/login" not in page.url
+    assert TRANSFORM_DAG in page.text
+    assert f"{failing} (try 2)" in by_subject[run_subject]
+
+
 def test_no_log_holds_a_password_or_key_the_local_airflow_used(
     airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
 ):
@@ -188,6 +261,26 @@ def test_no_log_holds_a_password_or_key_the_local_airflow_used(
     assert {airflow.home / f"{name}.log" for name in COMPONENTS} <= set(component_logs)
     leaks = secrets_in(task_logs + component_logs, secrets)  # pytest prints an assert's calls
     assert leaks == {}
+
+
+def test_a_new_archive_restarts_the_running_airflow_to_read_it(
+    airflow: LocalAirflow, archive_path: Path, tmp_path: Path, capsys
+):
+    other = tmp_path / "ml-latest-small.zip"
+    shutil.copy(archive_path, other)
+    scheduler_pid = (airflow.home / "scheduler.pid").read_text()
+    same_home = LocalAirflow(
+        airflow.stack,
+        airflow.home,
+        port=airflow.port,
+        archive=str(other),
+        settings=airflow.settings,
+    )
+
+    assert same_home.start() is True
+    assert f"restarting it to read {other}" in capsys.readouterr().out
+    assert (airflow.home / "scheduler.pid").read_text() != scheduler_pid
+    assert same_home.start() is False  # the same archive again: nothing restarts
 
 
 def project_models(dbt_manifest: Path) -> set[str]:

@@ -6,10 +6,7 @@ own venv, made by ``startup.sh``) and cheap for MWAA's scheduler.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import timedelta
-from pathlib import Path
 
 from cosmos import (
     DbtTaskGroup,
@@ -24,56 +21,12 @@ from cosmos import (
 from cosmos.constants import InvocationMode, TestIndirectSelection
 from cosmos.operators import DbtDocsS3Operator
 
+from movielens_pipeline.dbt_manifest import manifest_path
 from movielens_pipeline.names import AWS_CONN_ID, DBT_DOCS_PREFIX
+from movielens_pipeline.notifications import record_dbt_failures
 from movielens_pipeline.runtime import Runtime
 
 DBT_PROFILE_NAME = "movielens_redshift"
-
-
-class DbtManifestError(RuntimeError):
-    """The prebuilt dbt manifest is missing, unreadable or older than the project."""
-
-
-def manifest_path(project_dir: Path) -> Path:
-    """The manifest Cosmos renders from, checked against the project's model files."""
-    manifest = project_dir / "target" / "manifest.json"
-    rebuild = "rebuild it with `make dbt-manifest` (dbt parse) and deploy it with the DAGs"
-    if not manifest.is_file():
-        raise DbtManifestError(f"dbt manifest {manifest} is missing: {rebuild}.")
-    try:
-        nodes = json.loads(manifest.read_text(encoding="utf-8"))["nodes"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise DbtManifestError(
-            f"dbt manifest {manifest} is unreadable ({error}): {rebuild}."
-        ) from None
-    stale = _stale_models(project_dir, nodes)
-    if stale:
-        raise DbtManifestError(
-            f"dbt manifest {manifest} is stale, models changed since it was built "
-            f"({', '.join(stale)}): {rebuild}."
-        )
-    return manifest
-
-
-def _stale_models(project_dir: Path, nodes: dict) -> list[str]:
-    """Model files added, removed or edited since the manifest was parsed."""
-    recorded = {
-        node["original_file_path"]: node["checksum"]["checksum"]
-        for node in nodes.values()
-        if node.get("resource_type") == "model"
-    }
-    on_disk = {
-        path.relative_to(project_dir).as_posix(): path
-        for path in (project_dir / "models").rglob("*.sql")
-    }
-    stale = [f"{name} added" for name in sorted(set(on_disk) - set(recorded))]
-    stale += [f"{name} removed" for name in sorted(set(recorded) - set(on_disk))]
-    for name in sorted(set(on_disk) & set(recorded)):
-        # dbt hashes a file's contents stripped of surrounding whitespace (FileHash).
-        text = on_disk[name].read_text(encoding="utf-8").strip()
-        if hashlib.sha256(text.encode("utf-8")).hexdigest() != recorded[name]:
-            stale.append(f"{name} edited")
-    return stale
 
 
 def profile_config(runtime: Runtime) -> ProfileConfig:
@@ -95,7 +48,12 @@ def movielens_dbt_task_group(
         group_id="dbt_movielens",
         project_config=ProjectConfig(
             dbt_project_path=project_dir,
-            manifest_path=manifest_path(project_dir),
+            manifest_path=manifest_path(
+                project_dir,
+                autoparse_with=settings.dbt_executable_path
+                if settings.dbt_manifest_autoparse
+                else None,
+            ),
             project_name=DBT_PROFILE_NAME,
             install_dbt_deps=False,
         ),
@@ -127,6 +85,9 @@ def movielens_dbt_task_group(
             # skipped its node) and its retry runs the node alone: keep those retries quick.
             "retry_delay": timedelta(seconds=30),
             "dbt_cmd_flags": list(runtime.dbt_flags),
+            "execution_timeout": settings.dbt_timeout,
+            # After each dbt command, its failed models and tests for the failure notification.
+            "callback": record_dbt_failures,
         },
     )
 
@@ -145,4 +106,5 @@ def publish_dbt_docs(runtime: Runtime) -> DbtDocsS3Operator:
         connection_id=AWS_CONN_ID,
         bucket_name=settings.dbt_docs_bucket,
         folder_dir=DBT_DOCS_PREFIX,
+        execution_timeout=settings.dbt_timeout,
     )

@@ -33,11 +33,23 @@ class Settings:
     archive: str
     cache_dir: Path
     integration_arn: str
+    # The SNS topic of the failure notifications; empty: none are sent (a warning is logged).
+    alarm_topic_arn: str
     dbt_project_dir: Path
     dbt_executable_path: Path
     dbt_execution_mode: str
+    # Parse the dbt project again when its manifest is stale (the local Airflow; never on MWAA).
+    dbt_manifest_autoparse: bool
     sync_poke_seconds: float
     sync_timeout_seconds: int
+    # Bounds, so that no run hangs (max_active_runs=1 would hold every later run behind it).
+    # Sized from benchmarks/scale.py at 25M ratings on 2 cores (docs/images/
+    # scale-time-per-hop.json): the longest task besides the sensor, the load, took 54 s and
+    # all of dbt 293 s; the whole run 718 s. On MWAA (fewer vCPUs, ml-32m downloaded first) each
+    # bound leaves more than ten times that.
+    task_timeout: timedelta
+    dbt_timeout: timedelta
+    run_timeout: timedelta
     # Seconds before a failed task's retry; None: each DAG's own (the dbt tasks: always 30 s).
     retry_delay_seconds: float | None
 
@@ -70,14 +82,19 @@ def load_settings() -> Settings:
         archive=_option("archive", ""),
         cache_dir=Path(_option("cache_dir", "/tmp/movielens-cache")),  # noqa: S108 - MWAA worker scratch
         integration_arn=_option("integration_arn", ""),
+        alarm_topic_arn=_option("alarm_topic_arn", ""),
         dbt_project_dir=Path(_option("dbt_project_dir", str(_default_dbt_project_dir()))),
         dbt_executable_path=Path(
             _option("dbt_executable_path", "/usr/local/airflow/dbt_venv/bin/dbt")
         ),
         dbt_execution_mode=_option("dbt_execution_mode", "watcher"),
+        dbt_manifest_autoparse=_option("dbt_manifest_autoparse", "false").lower() == "true",
         sync_poke_seconds=float(_option("sync_poke_seconds", "60")),
         sync_timeout_seconds=int(_option("sync_timeout_seconds", "3600")),
         retry_delay_seconds=float(delay) if (delay := _option("retry_delay_seconds", "")) else None,
+        task_timeout=timedelta(minutes=float(_option("task_timeout_minutes", "60"))),
+        dbt_timeout=timedelta(minutes=float(_option("dbt_timeout_minutes", "60"))),
+        run_timeout=timedelta(minutes=float(_option("run_timeout_minutes", "240"))),
     )
 
 

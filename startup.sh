@@ -64,7 +64,7 @@ movielens_build_dbt_venv() (
   fi
   # The path comes from the configuration: never delete a folder this script did not build.
   if [[ -e "${venv}" && ! -f "${stamp}" ]]; then
-    echo "startup.sh: ${venv} exists and is not a dbt venv this script built; leaving it" >&2
+    echo "startup.sh: ${venv} exists and is not a dbt venv this script built (or its build was cut short); leaving it: remove it, or point [movielens] dbt_executable_path elsewhere" >&2
     return 6
   fi
   rm -rf "${venv}"

@@ -145,7 +145,7 @@ target_airflow_version() {
 # Pins the bundle's object versions (Key=VersionId lines) after checking that each object is
 # there, versioned, and built for the target Airflow version.
 mwaa_object_versions() {
-  local bucket="$1" target="$2" key param answer version built
+  local bucket="$1" target="$2" key param answer version built err
   for pair in plugins.zip:PluginsS3ObjectVersion requirements.txt:RequirementsS3ObjectVersion \
               startup.sh:StartupScriptS3ObjectVersion; do
     key="${pair%%:*}"; param="${pair##*:}"

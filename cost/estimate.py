@@ -385,7 +385,12 @@ def run_cost(templates: dict[str, dict[str, Any]], prices: Prices, ratings: int)
         )
     if "AWS::EC2::NatGateway" in by_type:
         usd, _ = prices.get("nat_gateway_gb")
-        items["archive through the NAT gateway"] = ARCHIVE_MB.get(ratings, 0.0) / 1000 * usd
+        if ratings not in ARCHIVE_MB:
+            raise ValueError(
+                f"no archive size is recorded for {ratings:,} ratings (cost/estimate.py "
+                f"ARCHIVE_MB knows {', '.join(f'{size:,}' for size in ARCHIVE_MB)})"
+            )
+        items["archive through the NAT gateway"] = ARCHIVE_MB[ratings] / 1000 * usd
     usd, _ = prices.get("cloudwatch_logs_ingest_gb")
     items["task logs"] = _usage("run_log_mb") / 1000 * usd
     return RunCost(ratings, items, measured)

@@ -1,7 +1,7 @@
 """Build, check and upload the MWAA bundle.
 
     python -m localdev.mwaa_bundle build [--target 2.10.3|2.11.0|3.0.6]
-    python -m localdev.mwaa_bundle deploy --bucket data-handson-mds-mwaa-dev [--target ...]
+    python -m localdev.mwaa_bundle deploy --bucket <the mwaa stack's bucket> [--target ...]
                                           [--environment NAME] [--endpoint-url URL]
     python -m localdev.mwaa_bundle wheelhouse [--target ...]
     python -m localdev.mwaa_bundle image-lock [--target ...]

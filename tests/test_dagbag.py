@@ -312,3 +312,15 @@ def test_every_task_and_run_is_bounded_and_notifies_its_failure(
             # Cosmos wraps the producer's callback with its own (a state backup) around ours.
             if task.task_id != f"{GROUP}.dbt_producer_watcher":
                 assert task.on_failure_callback is notify_task_failure, task.task_id
+
+
+def test_a_bound_that_is_not_a_number_is_an_import_error_naming_the_option(
+    dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__DBT_TIMEOUT_MINUTES", "an hour")
+    dagbag = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False)
+
+    assert len(dagbag.import_errors) == 2
+    expected = "[movielens] dbt_timeout_minutes is 'an hour': set it to a number of minutes"
+    for error in dagbag.import_errors.values():
+        assert expected in error

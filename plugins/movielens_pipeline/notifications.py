@@ -68,13 +68,13 @@ def task_failure_message(context: Any) -> tuple[str, str]:
         f"DAG:  {ti.dag_id}",
         f"Run:  {ti.run_id}",
         f"Task: {ti.task_id} (try {ti.try_number} of {ti.max_tries + 1})",
-        f"Log:  {ti.log_url}",
+        f"Log:  {_log_url(ti)}",
     ]
     exception = context.get("exception")
     if exception is not None:
         text = f"{type(exception).__name__}: {exception}".strip().splitlines()
         lines += ["", "Error:", *(f"  {line}" for line in text[:_EXCEPTION_LINES])]
-    failures = ti.xcom_pull(task_ids=ti.task_id, key=DBT_FAILURES_KEY, map_indexes=ti.map_index)
+    failures = _dbt_failures(ti)
     if failures:
         lines += ["", "dbt reported:"]
         for failure in failures:
@@ -85,18 +85,41 @@ def task_failure_message(context: Any) -> tuple[str, str]:
 
 def dag_run_failure_message(context: Any) -> tuple[str, str]:
     """The subject and text for a failed DAG run: its failed tasks and their logs."""
-    dag_run = context["dag_run"]
-    failed = [ti for ti in dag_run.get_task_instances() if ti.state == "failed"]
+    dag_id = context["dag"].dag_id
+    dag_run = context.get("dag_run")
+    run_id = context.get("run_id") or dag_run.run_id
+    if hasattr(dag_run, "get_task_instances"):
+        failed = [ti for ti in dag_run.get_task_instances() if ti.state == "failed"]
+        heading = f"Failed tasks ({len(failed)}):"
+    else:
+        # Airflow 3's DAG processor hands the callback the run's last task instance only.
+        failed = [context["ti"]] if context.get("ti") is not None else []
+        heading = "Last task:"
     reason = context.get("reason") or "a task failed"
     lines = [
-        f"DAG run {dag_run.run_id} of {dag_run.dag_id} failed: {reason}.",
+        f"DAG run {run_id} of {dag_id} failed: {reason}.",
         "",
-        f"DAG: {dag_run.dag_id}",
-        f"Run: {dag_run.run_id}",
-        f"Failed tasks ({len(failed)}):",
-        *(f"  {ti.task_id} (try {ti.try_number}): {ti.log_url}" for ti in failed),
+        f"DAG: {dag_id}",
+        f"Run: {run_id}",
+        heading,
+        *(f"  {ti.task_id} (try {ti.try_number}): {_log_url(ti)}" for ti in failed),
     ]
-    return _subject(f"[movielens] run failed: {dag_run.dag_id}"), "\n".join(lines)
+    return _subject(f"[movielens] run failed: {dag_id}"), "\n".join(lines)
+
+
+def _log_url(ti: Any) -> str:
+    # Airflow 3 leaves it unset on task instances its DAG processor reconstructs.
+    return ti.log_url or "(no URL: see the task's log in the Airflow UI)"
+
+
+def _dbt_failures(ti: Any) -> list[DbtFailure]:
+    try:
+        return ti.xcom_pull(task_ids=ti.task_id, key=DBT_FAILURES_KEY, map_indexes=ti.map_index)
+    except Exception:  # whatever the cause, the message still goes out, without them
+        # Airflow 3 runs some failure callbacks (a heartbeat timeout) in its DAG processor,
+        # which reads no XCom.
+        log.warning("The failed dbt nodes of %s could not be read", ti.task_id, exc_info=True)
+        return []
 
 
 def notify_task_failure(context: Any) -> None:

@@ -23,6 +23,14 @@ def _option(key: str, default: str) -> str:
     return conf.get("movielens", key, fallback=default) or default
 
 
+def _minutes(key: str, default: str) -> timedelta:
+    value = _option(key, default)
+    try:
+        return timedelta(minutes=float(value))
+    except ValueError:
+        raise ValueError(f"[movielens] {key} is {value!r}: set it to a number of minutes") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     runtime: str
@@ -92,9 +100,9 @@ def load_settings() -> Settings:
         sync_poke_seconds=float(_option("sync_poke_seconds", "60")),
         sync_timeout_seconds=int(_option("sync_timeout_seconds", "3600")),
         retry_delay_seconds=float(delay) if (delay := _option("retry_delay_seconds", "")) else None,
-        task_timeout=timedelta(minutes=float(_option("task_timeout_minutes", "60"))),
-        dbt_timeout=timedelta(minutes=float(_option("dbt_timeout_minutes", "60"))),
-        run_timeout=timedelta(minutes=float(_option("run_timeout_minutes", "240"))),
+        task_timeout=_minutes("task_timeout_minutes", "60"),
+        dbt_timeout=_minutes("dbt_timeout_minutes", "60"),
+        run_timeout=_minutes("run_timeout_minutes", "240"),
     )
 
 

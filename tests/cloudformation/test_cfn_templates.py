@@ -27,7 +27,7 @@ CONNECTION_KEYS = {
     "password",
     "schema",
     "extra",
-}  # AWS_FACTS §5
+}  # what providers-amazon 9.0.0's SecretsManagerBackend reads (secrets_manager.py)
 
 
 # ----------------------------------------------------------------- helpers
@@ -1010,7 +1010,8 @@ def test_mwaa_airflow_configuration_options(templates: dict[str, Any]) -> None:
         opts["secrets.backend"]
         == "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
     )
-    # The value replaces MWAA's default kwargs entirely (AWS_FACTS §7): the lookup pattern is
+    # The value replaces MWAA's default kwargs entirely (aws/amazon-mwaa-docker-images sets
+    # connections_lookup_pattern by default): the lookup pattern is
     # set here (test below); variables/config lookups are off, not left to the provider's
     # default prefixes (a dropped key would mean "airflow/variables", not "no variables").
     kwargs = json.loads(render_sub(tpl, opts["secrets.backend_kwargs"]))
@@ -1419,12 +1420,16 @@ def test_the_dags_notify_the_operations_topic_which_only_their_role_may_publish_
 
 
 def test_the_dbt_docs_site_is_served_in_the_airflow_ui(templates: dict[str, Any]) -> None:
+    """Browse > dbt Docs reads the folder and bucket the transform DAG publishes to (its
+    [movielens] dbt_docs_bucket, the curated bucket) with the connection it uploads with."""
+    from movielens_pipeline.names import AWS_CONN_ID, DBT_DOCS_PREFIX
+
     mwaa = templates["mwaa"]
     options = props(one(mwaa, "AWS::MWAA::Environment")[1])["AirflowConfigurationOptions"]
     assert render_sub(mwaa, options["cosmos.dbt_docs_dir"], {"CuratedBucket": "curated"}) == (
-        "s3://curated/dbt-docs"
+        f"s3://curated/{DBT_DOCS_PREFIX}"
     )
-    assert imports_of(options["cosmos.dbt_docs_dir"]) == [
-        "${ProjectName}-${EnvironmentName}-CuratedBucketName"
-    ]
-    assert options["cosmos.dbt_docs_conn_id"] == "aws_default"
+    assert imports_of(options["cosmos.dbt_docs_dir"]) == imports_of(
+        options["movielens.dbt_docs_bucket"]
+    )
+    assert options["cosmos.dbt_docs_conn_id"] == AWS_CONN_ID

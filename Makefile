@@ -44,7 +44,7 @@ TARGET_VENV = $(or $(TARGET_VENV_$(AIRFLOW_TARGET)),$(error AIRFLOW_TARGET=$(AIR
 WHEELHOUSE := .local/wheelhouse
 
 $(WHEELHOUSE)/%/.complete: requirements.txt $(wildcard requirements-airflow-*.txt) requirements/dbt-venv.txt startup.sh $(wildcard requirements/mwaa/*.txt) | $(VENV)/airflow/.installed
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle wheelhouse --target $*
+	$(AIRFLOW_PY) -m mwaa_bundle wheelhouse --target $*
 	touch $@
 
 # The dbt venv, built the way MWAA builds it: startup.sh sourced, offline from the 2.10.3
@@ -58,7 +58,7 @@ $(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt $(WHEELHOUSE)/2.10.
 # test of requirements.txt installs the bundle's wheels offline beside it.
 $(VENV)/mwaa-image/.installed: requirements/airflow-local.txt requirements/mwaa/mwaa-image-2.10.3-py3.11.txt | $(VENV)/airflow/.installed
 	rm -rf $(VENV)/mwaa-image && $(PYTHON) -m venv $(VENV)/mwaa-image
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle image-lock > $(VENV)/mwaa-image/image-lock.txt
+	$(AIRFLOW_PY) -m mwaa_bundle image-lock > $(VENV)/mwaa-image/image-lock.txt
 	$(VENV)/mwaa-image/bin/pip install $(PIP_QUIET) --no-deps -r $(VENV)/mwaa-image/image-lock.txt
 	touch $@
 
@@ -127,10 +127,10 @@ dbt-manifest: $(VENV)/dbt/.installed ## [operate] Build dbt/movielens_redshift/t
 
 .PHONY: bundle deploy
 bundle: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete $(TARGET_VENV)/.installed ## [deploy] Build and check the MWAA bundle in build/mwaa (AIRFLOW_TARGET=3.0.6: build/mwaa-3.0.6)
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle build --target $(AIRFLOW_TARGET)
+	$(AIRFLOW_PY) -m mwaa_bundle build --target $(AIRFLOW_TARGET)
 deploy: venvs dbt-manifest $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete $(TARGET_VENV)/.installed ## [deploy] Build, check and upload the bundle: make deploy MWAA_BUCKET=name [AIRFLOW_TARGET=3.0.6] [MWAA_ENVIRONMENT=name: refuse another Airflow] [S3_ENDPOINT_URL=url]
 	@test -n "$(MWAA_BUCKET)" || { echo "set MWAA_BUCKET=<the MWAA environment's bucket>"; exit 2; }
-	$(AIRFLOW_PY) -m localdev.mwaa_bundle deploy --target $(AIRFLOW_TARGET) --bucket "$(MWAA_BUCKET)" $(if $(MWAA_ENVIRONMENT),--environment "$(MWAA_ENVIRONMENT)") $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
+	$(AIRFLOW_PY) -m mwaa_bundle deploy --target $(AIRFLOW_TARGET) --bucket "$(MWAA_BUCKET)" $(if $(MWAA_ENVIRONMENT),--environment "$(MWAA_ENVIRONMENT)") $(if $(S3_ENDPOINT_URL),--endpoint-url "$(S3_ENDPOINT_URL)")
 
 .PHONY: stack-start stack-stop stack-status
 stack-start: venvs ## [operate] Start the local S3 API, Aurora and Redshift stand-ins and replication

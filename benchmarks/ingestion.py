@@ -49,34 +49,13 @@ from typing import Any
 
 from localdev.airflow_env import BUNDLED_ARCHIVE
 from localdev.stack import LocalStack, private_stack
-from localdev.synthetic import write_synthetic_dataset
-from movielens_pipeline.loading import StreamedCopyImport, TableImport, load_table
+from localdev.synthetic import write_synthetic_csvs
+from movielens_pipeline.aurora_load import StreamedCopyImport, TableImport, load_table
+from movielens_pipeline.logical_replication import LOCAL_SUBSCRIPTION
 from movielens_pipeline.names import SOURCE_SCHEMA
 from movielens_pipeline.tables import TABLES, TABLES_BY_NAME, Table, schema_statements
-from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION
 
 SEED_SCHEMA = "seed_pandas"
-CHILD_LOAD = """
-import json, sys, time
-from localdev.stack import LocalStack
-from movielens_pipeline.loading import StreamedCopyImport, load_table
-from movielens_pipeline.tables import TABLES_BY_NAME
-
-stack = LocalStack(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
-key = sys.argv[5]
-rows, seconds = 0, 0.0
-if key:
-    # Client and connection are made before the clock: a fixed cost, not a per-row one.
-    importer = StreamedCopyImport(stack.s3_client())
-    connection = stack.connect("source")
-    started = time.perf_counter()
-    rows = load_table(connection, TABLES_BY_NAME["ratings"], importer, stack.bucket, key)
-    seconds = time.perf_counter() - started
-    connection.close()
-status = open("/proc/self/status").read()
-peak_kib = int(status.split("VmHWM:")[1].split()[0])
-print(json.dumps({"rows": rows, "seconds": seconds, "peak_mib": peak_kib / 1024}))
-"""
 
 
 class Bench:
@@ -211,9 +190,7 @@ class Bench:
 def child_load(stack: LocalStack, key: str) -> dict:
     result = subprocess.run(
         [
-            sys.executable,
-            "-c",
-            CHILD_LOAD,
+            *(sys.executable, "-m", "benchmarks.child_load"),
             str(stack.root),
             str(stack.aurora_port),
             str(stack.warehouse_port),
@@ -284,7 +261,7 @@ def scale_runs(stack: LocalStack, scratch: Path, sizes: list[int], repeat: int) 
     )
     for rows in sizes:
         folder = scratch / f"synthetic-{rows}"
-        write_synthetic_dataset(folder, rows, seed=1)
+        write_synthetic_csvs(folder, rows, seed=1)
         ratings_csv = folder / "ratings.csv"
         key = f"bench/synthetic-{rows}/ratings.csv"
         hook.load_file(str(ratings_csv), key, stack.bucket, replace=True)
@@ -339,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from movielens_pipeline.dataset import MovieLensSource, csv_row_counts
-        from movielens_pipeline.loading import promote, upload_csvs
+        from movielens_pipeline.archive import MovieLensArchive, csv_row_counts
+        from movielens_pipeline.s3_staging import promote, stage_csvs
 
         csv_dir = root / "csv"
         with zipfile.ZipFile(args.archive) as archive:
@@ -349,11 +326,11 @@ def main(argv: list[str] | None = None) -> int:
                 (csv_dir / table.csv_file).write_bytes(
                     archive.read(f"ml-latest-small/{table.csv_file}")
                 )
-        source = MovieLensSource("ml-latest-small", csv_dir)
+        source = MovieLensArchive("ml-latest-small", csv_dir)
         expected = csv_row_counts(source)
         # Staged, then promoted to movielens/<table>/<table>.csv as a committed load would.
         hook = S3Hook(aws_conn_id="aws_default")
-        for name, info in upload_csvs(hook, source, stack.bucket).items():
+        for name, info in stage_csvs(hook, source, stack.bucket).items():
             promote(hook, TABLES_BY_NAME[name], stack.bucket, info["key"])
 
         print(f"ml-latest-small, four tables from S3 into keyed tables ({expected})")

@@ -24,25 +24,8 @@ from pathlib import Path
 
 from localdev import REPO_ROOT
 from localdev.airflow_env import airflow_base_env, without_airflow_settings
-from localdev.mwaa_bundle import DEFAULT_TARGET, PLUGINS_IGNORE, TARGETS
-
-_PROBE = """
-import importlib.util, json, sys, time
-from airflow import plugins_manager
-
-folder = sys.argv[1]
-started = time.perf_counter()
-plugins_manager.ensure_plugins_loaded()
-seconds = time.perf_counter() - started
-modules = sorted(
-    name
-    for name, module in list(sys.modules.items())
-    if (getattr(module, "__file__", None) or "").startswith(folder)
-)
-package = importlib.util.find_spec("movielens_pipeline").origin
-errors = plugins_manager.import_errors
-print(json.dumps({"seconds": seconds, "modules": modules, "errors": errors, "package": package}))
-"""
+from mwaa_bundle.build import PLUGINS_IGNORE
+from mwaa_bundle.targets import DEFAULT_TARGET, TARGETS
 
 
 def plugin_load(python: Path, plugins_folder: Path) -> dict:
@@ -54,10 +37,11 @@ def plugin_load(python: Path, plugins_folder: Path) -> dict:
             **without_airflow_settings(os.environ),
             **airflow_base_env(Path(home), runtime="aws", plugins_folder=plugins_folder),
         }
-        env.pop("PYTHONPATH", None)  # only what Airflow itself puts on the path
+        # What Airflow itself puts on the path, and the repository root for the probe module.
+        env["PYTHONPATH"] = str(REPO_ROOT)
         started = time.perf_counter()
         result = subprocess.run(
-            [str(python), "-c", _PROBE, str(plugins_folder.resolve()) + os.sep],
+            [str(python), "-m", "benchmarks.plugin_probe", str(plugins_folder.resolve()) + os.sep],
             env=env,
             cwd=home,
             capture_output=True,

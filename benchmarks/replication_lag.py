@@ -18,8 +18,8 @@ from pathlib import Path
 
 from localdev.airflow_env import BUNDLED_ARCHIVE
 from localdev.stack import LocalStack, private_stack
-from localdev.synthetic import write_synthetic_dataset
-from movielens_pipeline.loading import StreamedCopyImport, load_table
+from localdev.synthetic import write_synthetic_csvs
+from movielens_pipeline.aurora_load import StreamedCopyImport, load_table
 from movielens_pipeline.tables import TABLES_BY_NAME
 
 RATINGS = TABLES_BY_NAME["ratings"]
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             real = archive.read("ml-latest-small/ratings.csv")
         s3.put_object(Bucket=stack.bucket, Key="bench/ratings-small.csv", Body=real)
         synthetic = stack.root.parent / "synthetic"
-        write_synthetic_dataset(synthetic, ratings=args.rows, seed=7)
+        write_synthetic_csvs(synthetic, ratings=args.rows, seed=7)
         s3.upload_file(str(synthetic / "ratings.csv"), stack.bucket, "bench/ratings-synthetic.csv")
         print(f"{'load':34} {'rows':>10} {'load s':>8} {'visible s':>10} {'caught up s':>12}")
         for name, key in (

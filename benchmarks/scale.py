@@ -30,7 +30,7 @@ from localdev.airflow_env import BUNDLED_ARCHIVE, build_dbt_manifest
 from localdev.airflow_local import AirflowError, LocalAirflow
 from localdev.demo import run_through_scheduler
 from localdev.stack import LocalStack, free_port, private_stack
-from localdev.synthetic import write_synthetic_dataset
+from localdev.synthetic import write_synthetic_csvs
 
 SYNTHETIC_DIR = REPO_ROOT / ".local" / "synthetic"
 DEFAULT_CHART = REPO_ROOT / "docs" / "images" / "scale-time-per-hop.png"
@@ -40,12 +40,12 @@ TOTAL = "load triggered -> analytics done"
 STACK_PROCESS_KINDS = {"PostgreSQL": "postgres", "S3 API (moto)": "moto_server"}
 
 
-def dataset_folder(ratings: int) -> Path:
-    """The synthetic dataset with ``ratings`` ratings, generated once."""
+def synthetic_folder(ratings: int) -> Path:
+    """The synthetic CSVs with ``ratings`` ratings, generated once."""
     folder = SYNTHETIC_DIR / str(ratings)
     if not (folder / ".complete").is_file():
         print(f"generating {ratings:,} synthetic ratings into {folder} ...", flush=True)
-        write_synthetic_dataset(folder, ratings, seed=1)
+        write_synthetic_csvs(folder, ratings, seed=1)
         (folder / ".complete").touch()
     return folder
 
@@ -119,19 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART)
     args = parser.parse_args(argv)
 
-    datasets = {100_836: BUNDLED_ARCHIVE}
+    archives = {100_836: BUNDLED_ARCHIVE}
     for ratings in (int(size) for size in args.sizes.split(",") if size):
-        datasets[ratings] = dataset_folder(ratings)
+        archives[ratings] = synthetic_folder(ratings)
     build_dbt_manifest()
     results: dict[int, dict[str, float]] = defaultdict(dict)
     with private_stack("movielens-scale-") as stack:
         home, port = stack.root.parent / "airflow", free_port()
-        for ratings, source in datasets.items():
+        for ratings, archive in archives.items():
             airflow = LocalAirflow(
                 stack,
                 home,
                 port,
-                archive=str(source),
+                archive=str(archive),
                 settings={
                     "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
                     "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_SERVER_PORT": str(free_port()),

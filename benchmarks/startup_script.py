@@ -19,13 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from localdev.mwaa_bundle import (
-    DEFAULT_TARGET,
-    TARGETS,
-    ensure_wheelhouse,
-    offline_pip_env,
-    run_startup_script_as_mwaa,
-)
+from localdev.mwaa_startup import run_startup_script_as_mwaa
+from mwaa_bundle.checks import offline_pip_env
+from mwaa_bundle.targets import DEFAULT_TARGET, TARGETS
+from mwaa_bundle.wheelhouse import ensure_wheelhouse
 
 LIMIT_SECONDS = 5 * 60 - 5
 

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from movielens_pipeline import pipeline
+from movielens_pipeline import transform_tasks
 from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, cron_or_datasets_schedule, dag, task
 from movielens_pipeline.dbt_config import movielens_dbt_task_group, publish_dbt_docs
-from movielens_pipeline.names import AWS_CONN_ID
+from movielens_pipeline.names import (
+    ANALYTICS_DATABASE_TASK_ID,
+    AWS_CONN_ID,
+    BOOTSTRAP_TASK_ID,
+    CATCH_UP_TASK_ID,
+    RECONCILE_TASK_ID,
+    SUMMARY_TASK_ID,
+    TRANSFORM_DAG_ID,
+)
 from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
+from movielens_pipeline.replication import BootstrapResult
 from movielens_pipeline.runtime import runtime_for
 from movielens_pipeline.sensors import ZeroEtlCatchUpSensor
 from movielens_pipeline.settings import load_settings
@@ -23,7 +32,7 @@ RUNTIME = runtime_for(load_settings())
 
 
 @dag(
-    dag_id="dag_dbt_movielens_zeroetl_cosmos",
+    dag_id=TRANSFORM_DAG_ID,
     schedule=cron_or_datasets_schedule("0 3 * * *", SOURCE_TABLE_DATASETS),
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -40,31 +49,31 @@ RUNTIME = runtime_for(load_settings())
     doc_md=__doc__,
 )
 def dag_dbt_movielens_zeroetl_cosmos() -> None:
-    @task(multiple_outputs=True)
-    def bootstrap_zero_etl_target() -> dict:
+    @task(task_id=BOOTSTRAP_TASK_ID, multiple_outputs=True)
+    def bootstrap_zero_etl_target() -> BootstrapResult:
         """Create the replica database (Redshift) or publication and subscription (local),
         then record the source position that the replica must reach."""
-        return pipeline.bootstrap_replication(RUNTIME)
+        return transform_tasks.bootstrap_zero_etl_target(RUNTIME)
 
-    @task
+    @task(task_id=RECONCILE_TASK_ID)
     def reconcile_replica_counts() -> dict[str, dict[str, int]]:
         """Aurora and the replica hold the same number of rows per table."""
-        return pipeline.reconcile_replica_counts(RUNTIME)
+        return transform_tasks.reconcile_replica_counts(RUNTIME)
 
-    @task
+    @task(task_id=ANALYTICS_DATABASE_TASK_ID)
     def ensure_analytics_database() -> str:
         """Check that the worker has dbt, then create the analytics database (Redshift) or
         schema (local) that dbt writes to."""
-        return pipeline.prepare_dbt(RUNTIME)
+        return transform_tasks.ensure_analytics_database(RUNTIME)
 
-    @task
+    @task(task_id=SUMMARY_TASK_ID)
     def summarize_run() -> dict:
         """Replica and analytics row counts and the top movies (dbt's tests did the checks)."""
-        return pipeline.run_summary(RUNTIME)
+        return transform_tasks.summarize_run(RUNTIME)
 
     bootstrap = bootstrap_zero_etl_target()
     wait_for_zero_etl = ZeroEtlCatchUpSensor(
-        task_id="wait_for_zero_etl_catch_up",
+        task_id=CATCH_UP_TASK_ID,
         replication=RUNTIME.replication,
         check=bootstrap["check"],
         aws_conn_id=AWS_CONN_ID,

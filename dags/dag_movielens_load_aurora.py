@@ -18,7 +18,15 @@ from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 
 from movielens_pipeline.airflow_datasets import SOURCE_TABLE_DATASETS
 from movielens_pipeline.compat import chain, dag, task
-from movielens_pipeline.names import SOURCE_CONN_ID
+from movielens_pipeline.names import (
+    AWS_CONN_ID,
+    CREATE_TABLES_TASK_ID,
+    LOAD_DAG_ID,
+    LOAD_TABLE_TASK_ID,
+    PUBLISH_TABLES_TASK_ID,
+    SOURCE_CONN_ID,
+    STAGE_CSVS_TASK_ID,
+)
 from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 from movielens_pipeline.operators import MovieLensToS3Operator, S3ToAuroraTableOperator
 from movielens_pipeline.runtime import runtime_for
@@ -29,7 +37,7 @@ RUNTIME = runtime_for(load_settings())
 
 
 @dag(
-    dag_id="dag_movielens_load_aurora",
+    dag_id=LOAD_DAG_ID,
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
@@ -46,12 +54,18 @@ RUNTIME = runtime_for(load_settings())
     doc_md=__doc__,
 )
 def dag_movielens_load_aurora() -> None:
+    settings = RUNTIME.settings
     staged = MovieLensToS3Operator(
-        task_id="stage_dataset_in_s3", runtime=RUNTIME, bucket=RUNTIME.settings.raw_bucket
+        task_id=STAGE_CSVS_TASK_ID,
+        bucket=settings.raw_bucket,
+        archive_name=settings.archive_name,
+        archive_path=settings.archive_path,
+        cache_dir=str(settings.cache_dir),
+        aws_conn_id=AWS_CONN_ID,
     )
     # Schema and tables with primary keys before any data: zero-ETL replicates only those.
     create_tables = SQLExecuteQueryOperator(
-        task_id="create_aurora_tables",
+        task_id=CREATE_TABLES_TASK_ID,
         conn_id=SOURCE_CONN_ID,
         sql=RUNTIME.source_setup_statements() + schema_statements(),
         autocommit=True,
@@ -61,13 +75,17 @@ def dag_movielens_load_aurora() -> None:
     # parallel under MWAA's executor (benchmarks/ingestion.py measures concurrent against
     # sequential), and one bad file holds back only its own table.
     loads = S3ToAuroraTableOperator.partial(
-        task_id="load_aurora_table",
-        runtime=RUNTIME,
-        staged=staged.output,
+        task_id=LOAD_TABLE_TASK_ID,
+        bucket=settings.raw_bucket,
+        staging=staged.output,
+        import_method=RUNTIME.import_method,
+        region_name=settings.region,
+        postgres_conn_id=SOURCE_CONN_ID,
+        aws_conn_id=AWS_CONN_ID,
         map_index_template="{{ task.table_name }}",
     ).expand(table_name=[table.name for table in TABLES])
 
-    @task(outlets=SOURCE_TABLE_DATASETS)
+    @task(task_id=PUBLISH_TABLES_TASK_ID, outlets=SOURCE_TABLE_DATASETS)
     def publish_aurora_tables(
         loaded_rows: list[int], *, outlet_events: Any = None
     ) -> dict[str, int]:

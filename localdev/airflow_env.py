@@ -25,28 +25,6 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt" / "movielens_redshift"
 BUNDLED_ARCHIVE = REPO_ROOT / "data" / "ml-latest-small.zip"
 SHARED_SETTINGS_FILE = REPO_ROOT / "localdev" / "airflow.env"
 
-# Imports the DAG folder in a fresh interpreter (Airflow 2 or 3) and writes a JSON report.
-_DAGBAG_REPORT = """
-import json, sys, time
-import airflow
-try:
-    from airflow.dag_processing.dagbag import DagBag  # Airflow 3.1+
-except ImportError:
-    from airflow.models.dagbag import DagBag
-started = time.perf_counter()
-bag = DagBag(dag_folder=sys.argv[1])  # examples are off in the environment
-seconds = time.perf_counter() - started
-report = {
-    "version": airflow.__version__,
-    "seconds": seconds,
-    "dags": sorted(bag.dag_ids),
-    "errors": {str(path): str(error) for path, error in bag.import_errors.items()},
-    "timetables": {dag_id: type(dag.timetable).__name__ for dag_id, dag in bag.dags.items()},
-}
-with open(sys.argv[2], "w") as out:
-    json.dump(report, out)
-"""
-
 
 def airflow_base_env(
     home: Path,
@@ -100,7 +78,7 @@ def airflow_environment(
         # Browse > dbt Docs (Cosmos' plugin) serves the site publish_dbt_docs uploads there.
         "AIRFLOW__COSMOS__DBT_DOCS_DIR": f"s3://{stack.bucket}/{DBT_DOCS_PREFIX}",
         "AIRFLOW__COSMOS__DBT_DOCS_CONN_ID": AWS_CONN_ID,
-        "AIRFLOW__MOVIELENS__ARCHIVE": (
+        "AIRFLOW__MOVIELENS__ARCHIVE_PATH": (
             archive or os.environ.get("MOVIELENS_ARCHIVE") or str(BUNDLED_ARCHIVE)
         ),
         "AIRFLOW__MOVIELENS__CACHE_DIR": str(REPO_ROOT / ".local" / "cache"),
@@ -122,11 +100,13 @@ def airflow_environment(
 def dagbag_report(python: Path, dag_folder: Path, env: dict[str, str]) -> dict:
     """Import ``dag_folder`` with ``python`` in a fresh process: Airflow version, parse
     seconds, DAG ids, import errors and each DAG's timetable class."""
+    # The repository root after whatever the caller put on the path: localdev.dagbag_report.
+    path = os.pathsep.join(filter(None, (env.get("PYTHONPATH"), str(REPO_ROOT))))
     with tempfile.TemporaryDirectory(prefix="dagbag-report-") as scratch:
         report_file = Path(scratch) / "report.json"
         result = subprocess.run(
-            [str(python), "-c", _DAGBAG_REPORT, str(dag_folder), str(report_file)],
-            env=env,
+            [str(python), "-m", "localdev.dagbag_report", str(dag_folder), str(report_file)],
+            env={**env, "PYTHONPATH": path},
             cwd=scratch,
             capture_output=True,
             text=True,

@@ -100,7 +100,7 @@ class LocalAirflow:
         """Start what is not running and wait until all is healthy; True if anything started."""
         self.stack.start()
         env = self.env()
-        archive = env["AIRFLOW__MOVIELENS__ARCHIVE"]
+        archive = env["AIRFLOW__MOVIELENS__ARCHIVE_PATH"]
         running_with = self._started_with_archive()
         if running_with not in (None, archive):
             # The components read the archive setting when they start: a new one needs a restart.
@@ -308,6 +308,18 @@ class LocalAirflow:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         path = f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=500"
         return self.api("GET", path)["task_instances"]
+
+    def failed_run_report(self, dag_id: str, run: dict) -> str:
+        """Which tasks of a run failed, and where their logs are."""
+        failed = [
+            task["task_id"]
+            for task in self.task_instances(dag_id, run["dag_run_id"])
+            if task["state"] in ("failed", "upstream_failed")
+        ]
+        return (
+            f"{dag_id} run {run['dag_run_id']} {run['state']}; tasks failed: {', '.join(failed)}. "
+            f"Their logs: {self.url}/dags/{dag_id}/grid or {self.home / 'logs'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

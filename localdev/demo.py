@@ -20,18 +20,33 @@ from datetime import datetime
 from localdev.airflow_env import build_dbt_manifest
 from localdev.airflow_local import AirflowError, LocalAirflow
 from localdev.stack import LocalStack, StackError
+from movielens_pipeline.names import (
+    ANALYTICS_DATABASE_TASK_ID,
+    BOOTSTRAP_TASK_ID,
+    CATCH_UP_TASK_ID,
+    CREATE_TABLES_TASK_ID,
+    DBT_DOCS_TASK_ID,
+    DBT_TASK_GROUP_ID,
+    LOAD_DAG_ID,
+    LOAD_TABLE_TASK_ID,
+    PUBLISH_TABLES_TASK_ID,
+    RECONCILE_TASK_ID,
+    STAGE_CSVS_TASK_ID,
+    SUMMARY_TASK_ID,
+    TRANSFORM_DAG_ID,
+)
 
-LOAD_DAG = "dag_movielens_load_aurora"
-TRANSFORM_DAG = "dag_dbt_movielens_zeroetl_cosmos"
-# Hops of a run: (name, DAG, first task id prefix of the hop, last task id prefix).
+# The dbt task group's tasks: "dbt_movielens.<node>".
+DBT_TASKS_PREFIX = f"{DBT_TASK_GROUP_ID}."
+# Hops of a run: (name, DAG, first task id of the hop, last task id; a prefix for the dbt group).
 HOPS = (
-    ("fetch, verify and upload to S3", LOAD_DAG, "stage_dataset_in_s3", "stage_dataset_in_s3"),
-    ("tables and load into Aurora", LOAD_DAG, "create_aurora_tables", "load_aurora_table"),
-    ("zero-ETL bootstrap and catch-up", TRANSFORM_DAG, "bootstrap_", "wait_for_zero_etl"),
-    ("row counts reconciled", TRANSFORM_DAG, "reconcile_", "ensure_analytics_database"),
-    ("dbt (build and its checks)", TRANSFORM_DAG, "dbt_movielens.", "dbt_movielens."),
-    ("run summary", TRANSFORM_DAG, "summarize_run", "summarize_run"),
-    ("dbt docs generated and published", TRANSFORM_DAG, "publish_dbt_docs", "publish_dbt_docs"),
+    ("fetch, verify and upload to S3", LOAD_DAG_ID, STAGE_CSVS_TASK_ID, STAGE_CSVS_TASK_ID),
+    ("tables and load into Aurora", LOAD_DAG_ID, CREATE_TABLES_TASK_ID, LOAD_TABLE_TASK_ID),
+    ("zero-ETL bootstrap and catch-up", TRANSFORM_DAG_ID, BOOTSTRAP_TASK_ID, CATCH_UP_TASK_ID),
+    ("row counts reconciled", TRANSFORM_DAG_ID, RECONCILE_TASK_ID, ANALYTICS_DATABASE_TASK_ID),
+    ("dbt (build and its checks)", TRANSFORM_DAG_ID, DBT_TASKS_PREFIX, DBT_TASKS_PREFIX),
+    ("run summary", TRANSFORM_DAG_ID, SUMMARY_TASK_ID, SUMMARY_TASK_ID),
+    ("dbt docs generated and published", TRANSFORM_DAG_ID, DBT_DOCS_TASK_ID, DBT_DOCS_TASK_ID),
 )
 
 
@@ -48,8 +63,8 @@ class PipelineRun:
         """From the load's start until the analytics are built, tested and summarised."""
         done = max(
             t["end_date"]
-            for t in self.task_instances[TRANSFORM_DAG]
-            if t["task_id"].startswith("dbt_movielens.") or t["task_id"] == "summarize_run"
+            for t in self.task_instances[TRANSFORM_DAG_ID]
+            if t["task_id"].startswith(DBT_TASKS_PREFIX) or t["task_id"] == SUMMARY_TASK_ID
         )
         return _seconds(self.load["start_date"], done)
 
@@ -64,8 +79,8 @@ class PipelineRun:
                 hops[name] = _seconds(min(starts), max(ends))
         published = next(
             t["end_date"]
-            for t in self.task_instances[LOAD_DAG]
-            if t["task_id"] == "publish_aurora_tables"
+            for t in self.task_instances[LOAD_DAG_ID]
+            if t["task_id"] == PUBLISH_TABLES_TASK_ID
         )
         hops["Datasets -> transform run started"] = _seconds(
             published, self.transform["start_date"]
@@ -79,57 +94,44 @@ def _seconds(start: str, end: str) -> float:
 
 def run_through_scheduler(airflow: LocalAirflow, timeout: float = 900) -> PipelineRun:
     """Trigger the load and wait for it and for the transform run its Datasets start."""
-    for dag_id in (TRANSFORM_DAG, LOAD_DAG):
+    for dag_id in (TRANSFORM_DAG_ID, LOAD_DAG_ID):
         airflow.unpause(dag_id)
-    earlier = {run["dag_run_id"] for run in airflow.runs(TRANSFORM_DAG)}
+    earlier = {run["dag_run_id"] for run in airflow.runs(TRANSFORM_DAG_ID)}
     deadline = time.monotonic() + timeout
-    load = airflow.wait_for_run(LOAD_DAG, airflow.trigger(LOAD_DAG), timeout)
+    load = airflow.wait_for_run(LOAD_DAG_ID, airflow.trigger(LOAD_DAG_ID), timeout)
     if load["state"] != "success":
-        raise AirflowError(_failure(airflow, LOAD_DAG, load))
+        raise AirflowError(airflow.failed_run_report(LOAD_DAG_ID, load))
     while not (
         started := [
             run
-            for run in airflow.runs(TRANSFORM_DAG)
+            for run in airflow.runs(TRANSFORM_DAG_ID)
             if run["run_type"] == "dataset_triggered" and run["dag_run_id"] not in earlier
         ]
     ):
         if time.monotonic() > deadline:
-            raise AirflowError(f"The load's Datasets did not start {TRANSFORM_DAG}")
+            raise AirflowError(f"The load's Datasets did not start {TRANSFORM_DAG_ID}")
         time.sleep(0.5)
     transform = airflow.wait_for_run(
-        TRANSFORM_DAG, started[-1]["dag_run_id"], deadline - time.monotonic()
+        TRANSFORM_DAG_ID, started[-1]["dag_run_id"], deadline - time.monotonic()
     )
     if transform["state"] != "success":
-        raise AirflowError(_failure(airflow, TRANSFORM_DAG, transform))
+        raise AirflowError(airflow.failed_run_report(TRANSFORM_DAG_ID, transform))
     return PipelineRun(
         load,
         transform,
         {
             dag_id: airflow.task_instances(dag_id, run["dag_run_id"])
-            for dag_id, run in ((LOAD_DAG, load), (TRANSFORM_DAG, transform))
+            for dag_id, run in ((LOAD_DAG_ID, load), (TRANSFORM_DAG_ID, transform))
         },
-    )
-
-
-def _failure(airflow: LocalAirflow, dag_id: str, run: dict) -> str:
-    """Which tasks of a run failed, and where their logs are."""
-    failed = [
-        task["task_id"]
-        for task in airflow.task_instances(dag_id, run["dag_run_id"])
-        if task["state"] in ("failed", "upstream_failed")
-    ]
-    return (
-        f"{dag_id} run {run['dag_run_id']} {run['state']}; tasks failed: {', '.join(failed)}. "
-        f"Their logs: {airflow.url}/dags/{dag_id}/grid or {airflow.home / 'logs'}"
     )
 
 
 def format_summary(airflow: LocalAirflow, run: PipelineRun) -> str:
     load_run, transform_run = run.load["dag_run_id"], run.transform["dag_run_id"]
-    staged = airflow.xcom(LOAD_DAG, load_run, "stage_dataset_in_s3")
-    replica = airflow.xcom(TRANSFORM_DAG, transform_run, "reconcile_replica_counts")
-    lag = airflow.xcom(TRANSFORM_DAG, transform_run, "wait_for_zero_etl_catch_up")
-    report = airflow.xcom(TRANSFORM_DAG, transform_run, "summarize_run")
+    staged = airflow.xcom(LOAD_DAG_ID, load_run, STAGE_CSVS_TASK_ID)
+    replica = airflow.xcom(TRANSFORM_DAG_ID, transform_run, RECONCILE_TASK_ID)
+    lag = airflow.xcom(TRANSFORM_DAG_ID, transform_run, CATCH_UP_TASK_ID)
+    report = airflow.xcom(TRANSFORM_DAG_ID, transform_run, SUMMARY_TASK_ID)
     lines = ["", "MovieLens pipeline summary", ""]
     header = f"{'table':10} {'CSV rows':>9} {'S3 bytes':>10} {'Aurora':>9} {'replica':>9}"
     lines += [header, "-" * len(header)]
@@ -147,7 +149,7 @@ def format_summary(airflow: LocalAirflow, run: PipelineRun) -> str:
             f"  {rank}. {movie['title']:45} {movie['ratings']:>4} ratings,"
             f" avg {movie['average']:.2f}"
         )
-    lines += ["", f"time per hop ({TRANSFORM_DAG} started by the load's Datasets):"]
+    lines += ["", f"time per hop ({TRANSFORM_DAG_ID} started by the load's Datasets):"]
     for hop, seconds in run.hop_seconds().items():
         lines.append(f"  {hop:36} {seconds:6.1f} s")
     lines.append(f"  {'replication lag of this run':36} {lag['lag_seconds']:6.1f} s")
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         build_dbt_manifest()
         airflow.start()
         print(f"Airflow UI: {airflow.url} (user admin; password in {airflow.secrets_file})")
-        print(f"triggering {LOAD_DAG}; its Datasets start {TRANSFORM_DAG} ...", flush=True)
+        print(f"triggering {LOAD_DAG_ID}; its Datasets start {TRANSFORM_DAG_ID} ...", flush=True)
         run = run_through_scheduler(airflow)
     except (AirflowError, StackError) as error:
         print(f"error: {error}", file=sys.stderr)

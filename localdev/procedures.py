@@ -35,24 +35,29 @@ from psycopg2.extensions import quote_ident
 from localdev import REPO_ROOT
 from localdev.airflow_env import DBT_PROJECT_DIR, DBT_VENV, airflow
 from localdev.airflow_local import DEFAULT_HOME, AirflowError, LocalAirflow
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG, _failure
 from localdev.stack import WAREHOUSE_DATABASE, LocalStack, StackError
 from movielens_pipeline.db import autocommit, count_rows, fetch_all
-from movielens_pipeline.names import ANALYTICS_SCHEMA, SOURCE_SCHEMA
+from movielens_pipeline.logical_replication import LOCAL_SUBSCRIPTION
+from movielens_pipeline.names import (
+    ANALYTICS_SCHEMA,
+    BOOTSTRAP_TASK_ID,
+    CATCH_UP_TASK_ID,
+    DBT_TASK_GROUP_ID,
+    LOAD_DAG_ID,
+    PUBLISH_TABLES_TASK_ID,
+    RECONCILE_TASK_ID,
+    SOURCE_SCHEMA,
+    STAGE_CSVS_TASK_ID,
+    SUMMARY_TASK_ID,
+    TRANSFORM_DAG_ID,
+)
+from movielens_pipeline.replication import ReplicationFailed
 from movielens_pipeline.tables import TABLES
-from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, ReplicationFailed
 
-# The task group Cosmos renders the dbt project into (dbt_config.movielens_dbt_task_group).
-DBT_GROUP = "dbt_movielens"
 # Return values printed after a run: the per-hop figures each task leaves in XCom.
 REPORTED_XCOMS = {
-    LOAD_DAG: ("stage_dataset_in_s3", "publish_aurora_tables"),
-    TRANSFORM_DAG: (
-        "bootstrap_zero_etl_target",
-        "wait_for_zero_etl_catch_up",
-        "reconcile_replica_counts",
-        "summarize_run",
-    ),
+    LOAD_DAG_ID: (STAGE_CSVS_TASK_ID, PUBLISH_TABLES_TASK_ID),
+    TRANSFORM_DAG_ID: (BOOTSTRAP_TASK_ID, CATCH_UP_TASK_ID, RECONCILE_TASK_ID, SUMMARY_TASK_ID),
 }
 # pg_subscription_rel.srsubstate codes (PostgreSQL catalog docs).
 SUBSCRIPTION_STATES = {
@@ -83,14 +88,14 @@ def stage_s3(local_airflow: LocalAirflow) -> None:
     archive, stage changed CSVs in the raw bucket; then list the bucket."""
     _running(local_airflow)
     result = airflow(
-        ["tasks", "test", LOAD_DAG, "stage_dataset_in_s3"],
+        ["tasks", "test", LOAD_DAG_ID, STAGE_CSVS_TASK_ID],
         local_airflow.env(),
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
         output = result.stdout + result.stderr
-        raise ProcedureFailed(f"stage_dataset_in_s3 failed:\n{output[-3000:]}")
+        raise ProcedureFailed(f"{STAGE_CSVS_TASK_ID} failed:\n{output[-3000:]}")
     check_s3(local_airflow.stack)
 
 
@@ -101,7 +106,7 @@ def check_s3(stack: LocalStack) -> None:
     if not listing:
         raise ProcedureFailed(
             f"s3://{stack.bucket}/movielens/ is empty: run `make stage-s3` or "
-            f"`make trigger DAG={LOAD_DAG}`."
+            f"`make trigger DAG={LOAD_DAG_ID}`."
         )
     width = max(len(item["Key"]) for item in listing)
     print(f"s3://{stack.bucket}/ (x-amz-meta-sha256 shortened)")
@@ -218,14 +223,14 @@ def trigger(local_airflow: LocalAirflow, dag_id: str, timeout: float) -> None:
     run_id = local_airflow.trigger(dag_id)
     print(f"triggered {dag_id} run {run_id}; waiting (at most {timeout:.0f} s) ...", flush=True)
     report_run(local_airflow, dag_id, local_airflow.wait_for_run(dag_id, run_id, timeout))
-    if dag_id == LOAD_DAG:
-        if local_airflow.api("GET", f"dags/{TRANSFORM_DAG}")["is_paused"]:
+    if dag_id == LOAD_DAG_ID:
+        if local_airflow.api("GET", f"dags/{TRANSFORM_DAG_ID}")["is_paused"]:
             print(
-                f"{TRANSFORM_DAG} is paused, so the load's Datasets did not start it: "
-                f"`make trigger DAG={TRANSFORM_DAG}` unpauses and runs it."
+                f"{TRANSFORM_DAG_ID} is paused, so the load's Datasets did not start it: "
+                f"`make trigger DAG={TRANSFORM_DAG_ID}` unpauses and runs it."
             )
         else:
-            print(f"The load's Datasets started a {TRANSFORM_DAG} run (see the UI's grid).")
+            print(f"The load's Datasets started a {TRANSFORM_DAG_ID} run (see the UI's grid).")
 
 
 def report_run(local_airflow: LocalAirflow, dag_id: str, run: dict) -> None:
@@ -234,7 +239,7 @@ def report_run(local_airflow: LocalAirflow, dag_id: str, run: dict) -> None:
     run_id = run["dag_run_id"]
     tasks = local_airflow.task_instances(dag_id, run_id)
     print(f"{dag_id} run {run_id}: {run['state']}")
-    dbt_tasks = [t for t in tasks if t["task_id"].startswith(f"{DBT_GROUP}.")]
+    dbt_tasks = [t for t in tasks if t["task_id"].startswith(f"{DBT_TASK_GROUP_ID}.")]
     lines = []  # (start, line), in the order the tasks started
     for task in tasks:
         if task in dbt_tasks:
@@ -249,7 +254,7 @@ def report_run(local_airflow: LocalAirflow, dag_id: str, run: dict) -> None:
     if started and ended:
         states = ",".join(sorted({t["state"] or "none" for t in dbt_tasks}))
         wall = datetime.fromisoformat(max(ended)) - datetime.fromisoformat(min(started))
-        group = f"{DBT_GROUP}.* ({len(dbt_tasks)} tasks)"
+        group = f"{DBT_TASK_GROUP_ID}.* ({len(dbt_tasks)} tasks)"
         lines.append((min(started), f"  {group:40} {states:16} {wall.total_seconds():7.1f} s wall"))
     for _, line in sorted(lines):
         print(line)
@@ -260,7 +265,7 @@ def report_run(local_airflow: LocalAirflow, dag_id: str, run: dict) -> None:
             continue  # skipped or failed before returning
         print(f"  XCom {task_id}: {json.dumps(value, default=str)}")
     if run["state"] != "success":
-        raise ProcedureFailed(_failure(local_airflow, dag_id, run))
+        raise ProcedureFailed(local_airflow.failed_run_report(dag_id, run))
 
 
 def rerun_model(local_airflow: LocalAirflow, model: str, downstream: bool, timeout: float) -> None:
@@ -268,29 +273,31 @@ def rerun_model(local_airflow: LocalAirflow, model: str, downstream: bool, timeo
     the UI's Clear does; wait and report. In WATCHER mode the cleared task runs
     ``dbt run --select <model>`` alone; in LOCAL mode ``dbt build --select <model>``."""
     _running(local_airflow)
-    runs = local_airflow.runs(TRANSFORM_DAG)
+    runs = local_airflow.runs(TRANSFORM_DAG_ID)
     if not runs:
         raise ProcedureFailed(
-            f"{TRANSFORM_DAG} has no run yet: `make trigger DAG={TRANSFORM_DAG}`."
+            f"{TRANSFORM_DAG_ID} has no run yet: `make trigger DAG={TRANSFORM_DAG_ID}`."
         )
     run_id = runs[0]["dag_run_id"]
-    task_ids = {t["task_id"] for t in local_airflow.task_instances(TRANSFORM_DAG, run_id)}
+    task_ids = {t["task_id"] for t in local_airflow.task_instances(TRANSFORM_DAG_ID, run_id)}
     wanted = [
-        f"{DBT_GROUP}.{model}.run",  # WATCHER: the model's run ...
-        f"{DBT_GROUP}.{model}.test",  # ... and its tests
-        f"{DBT_GROUP}.{model}_model_build",  # LOCAL: run and tests in one task
+        f"{DBT_TASK_GROUP_ID}.{model}.run",  # WATCHER: the model's run ...
+        f"{DBT_TASK_GROUP_ID}.{model}.test",  # ... and its tests
+        f"{DBT_TASK_GROUP_ID}.{model}_model_build",  # LOCAL: run and tests in one task
     ]
     chosen = [task_id for task_id in wanted if task_id in task_ids]
     if not chosen:
         models = sorted(
-            t.removeprefix(f"{DBT_GROUP}.").removesuffix(".run").removesuffix("_model_build")
+            t.removeprefix(f"{DBT_TASK_GROUP_ID}.")
+            .removesuffix(".run")
+            .removesuffix("_model_build")
             for t in task_ids
             if t.endswith((".run", "_model_build"))
         )
         raise ProcedureFailed(f"No task for model {model!r} in run {run_id}; models: {models}")
     local_airflow.api(
         "POST",
-        f"dags/{TRANSFORM_DAG}/clearTaskInstances",
+        f"dags/{TRANSFORM_DAG_ID}/clearTaskInstances",
         {
             "dry_run": False,
             "dag_run_id": run_id,
@@ -300,18 +307,20 @@ def rerun_model(local_airflow: LocalAirflow, model: str, downstream: bool, timeo
             "reset_dag_runs": True,
         },
     )
-    print(f"cleared {chosen} in {TRANSFORM_DAG} run {run_id}; waiting ...", flush=True)
-    run = local_airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout)
-    for task in local_airflow.task_instances(TRANSFORM_DAG, run_id):
+    print(f"cleared {chosen} in {TRANSFORM_DAG_ID} run {run_id}; waiting ...", flush=True)
+    run = local_airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout)
+    for task in local_airflow.task_instances(TRANSFORM_DAG_ID, run_id):
         if task["task_id"] in chosen:
-            log = local_airflow.task_log(TRANSFORM_DAG, run_id, task["task_id"], task["try_number"])
+            log = local_airflow.task_log(
+                TRANSFORM_DAG_ID, run_id, task["task_id"], task["try_number"]
+            )
             said = [line for line in log.splitlines() if RERUN_LOG_LINES.search(line)]
             print(f"  {task['task_id']}: {task['state']}, try {task['try_number']}")
             for line in said[:1] + [line for line in said[-2:] if line not in said[:1]]:
                 text = ANSI_COLOUR.sub("", line.split(" - ", 1)[-1]).strip()
                 print(f"    {text[:160]}")
     if run["state"] != "success":
-        raise ProcedureFailed(_failure(local_airflow, TRANSFORM_DAG, run))
+        raise ProcedureFailed(local_airflow.failed_run_report(TRANSFORM_DAG_ID, run))
 
 
 def backfill(local_airflow: LocalAirflow, start: str, end: str, timeout: float) -> None:
@@ -319,7 +328,7 @@ def backfill(local_airflow: LocalAirflow, start: str, end: str, timeout: float) 
     logical date (the REST API's dagRuns, as on MWAA), run by the scheduler one after the
     other (``max_active_runs=1``); waits for each and reports it."""
     _running(local_airflow)
-    details = local_airflow.api("GET", f"dags/{TRANSFORM_DAG}/details")
+    details = local_airflow.api("GET", f"dags/{TRANSFORM_DAG_ID}/details")
     # "Dataset or 0 3 * * *": the cron part of the Datasets-or-time schedule.
     cron = details["schedule_interval"]["value"].rsplit(" or ", 1)[-1]
     first = datetime.fromisoformat(start).replace(tzinfo=UTC)
@@ -333,12 +342,12 @@ def backfill(local_airflow: LocalAirflow, start: str, end: str, timeout: float) 
             f"No run: the schedule ({cron}, UTC) falls nowhere between {start} 00:00 and "
             f"{end} 00:00 (END is the day after the last date to run)."
         )
-    local_airflow.unpause(TRANSFORM_DAG)
+    local_airflow.unpause(TRANSFORM_DAG_ID)
     run_ids = []
     for when in dates:
         try:
             run = local_airflow.api(
-                "POST", f"dags/{TRANSFORM_DAG}/dagRuns", {"logical_date": when.isoformat()}
+                "POST", f"dags/{TRANSFORM_DAG_ID}/dagRuns", {"logical_date": when.isoformat()}
             )
         except AirflowError as error:
             if " 409 " not in str(error):
@@ -349,10 +358,10 @@ def backfill(local_airflow: LocalAirflow, start: str, end: str, timeout: float) 
         print(f"  triggered {run['dag_run_id']}", flush=True)
     failed = []
     for run_id in run_ids:
-        run = local_airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout)
+        run = local_airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout)
         print(f"  {run_id:45} {run['state']}", flush=True)
         if run["state"] != "success":
-            failed.append(_failure(local_airflow, TRANSFORM_DAG, run))
+            failed.append(local_airflow.failed_run_report(TRANSFORM_DAG_ID, run))
     if failed:
         raise ProcedureFailed("; ".join(failed))
 
@@ -417,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-replication", help="subscription, table states, lag")
     check.add_argument("--timeout", type=float, default=60)
     run = commands.add_parser("trigger", help="trigger a DAG, wait, report")
-    run.add_argument("dag_id", choices=[LOAD_DAG, TRANSFORM_DAG])
+    run.add_argument("dag_id", choices=[LOAD_DAG_ID, TRANSFORM_DAG_ID])
     run.add_argument("--timeout", type=float, default=900)
     rerun = commands.add_parser("rerun-model", help="clear one dbt model's task, wait, report")
     rerun.add_argument("model")

@@ -43,6 +43,7 @@ from localdev import REPO_ROOT
 from movielens_pipeline.compat import Connection
 from movielens_pipeline.connections import libpq_conninfo, psycopg2_connect
 from movielens_pipeline.db import autocommit, execute, fetch_all
+from movielens_pipeline.logical_replication import LOCAL_SUBSCRIPTION, LocalLogicalReplication
 from movielens_pipeline.names import (
     ANALYTICS_DATABASE,
     AWS_CONN_ID,
@@ -53,7 +54,6 @@ from movielens_pipeline.names import (
     SOURCE_SCHEMA,
     WAREHOUSE_CONN_ID,
 )
-from movielens_pipeline.zero_etl import LOCAL_SUBSCRIPTION, LocalLogicalReplication
 
 DEFAULT_STACK_DIR = REPO_ROOT / ".local" / "stack"
 # moto's default account id (moto.core.models.DEFAULT_ACCOUNT_ID).

@@ -254,7 +254,7 @@ def _write_tags(
     return written
 
 
-def write_synthetic_dataset(folder: Path, ratings: int, seed: int = 0) -> dict[str, int]:
+def write_synthetic_csvs(folder: Path, ratings: int, seed: int = 0) -> dict[str, int]:
     """Write the four CSVs into ``folder``; return the data rows written per table."""
     shape = SyntheticShape.for_ratings(ratings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratings", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    counts = write_synthetic_dataset(args.folder, args.ratings, args.seed)
+    counts = write_synthetic_csvs(args.folder, args.ratings, args.seed)
     print(", ".join(f"{table} {rows:,}" for table, rows in counts.items()), "in", args.folder)
     return 0
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from localdev.airflow_local import ADMIN_USER, LocalAirflow
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG
 from localdev.stack import LocalStack
+from movielens_pipeline.names import DBT_TASK_GROUP_ID, LOAD_DAG_ID, TRANSFORM_DAG_ID
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -54,9 +54,9 @@ def check_ui(airflow: LocalAirflow, screenshot: Path) -> dict[str, str]:
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    runs = [run for run in airflow.runs(TRANSFORM_DAG) if run["state"] == "success"]
+    runs = [run for run in airflow.runs(TRANSFORM_DAG_ID) if run["state"] == "success"]
     if not runs:
-        raise UiCheckFailed(f"{TRANSFORM_DAG} has no successful run to look at")
+        raise UiCheckFailed(f"{TRANSFORM_DAG_ID} has no successful run to look at")
     options = Options()
     options.binary_location = str(CHROMIUM)
     for argument in CHROMIUM_ARGUMENTS:
@@ -74,13 +74,13 @@ def check_ui(airflow: LocalAirflow, screenshot: Path) -> dict[str, str]:
             link.get_attribute("href").rsplit("/", 2)[-2]
             for link in browser.find_elements(By.CSS_SELECTOR, "a[href$='/grid']")
         }
-        if not {LOAD_DAG, TRANSFORM_DAG} <= listed:
+        if not {LOAD_DAG_ID, TRANSFORM_DAG_ID} <= listed:
             raise UiCheckFailed(f"The DAG list shows {sorted(listed)}")
         if "Import Errors" in browser.find_element(By.TAG_NAME, "body").text:
             raise UiCheckFailed("The home page reports DAG import errors")
 
         run_id = quote(runs[0]["dag_run_id"], safe="")
-        browser.get(f"{airflow.url}/dags/{TRANSFORM_DAG}/grid?dag_run_id={run_id}&tab=graph")
+        browser.get(f"{airflow.url}/dags/{TRANSFORM_DAG_ID}/grid?dag_run_id={run_id}&tab=graph")
         # The grid and graph views are a React app in the shadow DOM of #root.
         app = wait.until(lambda b: b.find_element(By.ID, "root").shadow_root)
 
@@ -92,8 +92,8 @@ def check_ui(airflow: LocalAirflow, screenshot: Path) -> dict[str, str]:
             browser.execute_script("arguments[0].click()", element)
 
         click(find("#show-datasets"))
-        click(find('[data-id="dbt_movielens"] span'))  # expands the task group
-        find('[data-id="dbt_movielens.dbt_producer_watcher"]')
+        click(find(f'[data-id="{DBT_TASK_GROUP_ID}"] span'))  # expands the task group
+        find(f'[data-id="{DBT_TASK_GROUP_ID}.dbt_producer_watcher"]')
         click(find(".react-flow__controls-fitview"))  # the whole graph in view
         states = {}
         for element in app.find_elements(By.CSS_SELECTOR, ".react-flow__node"):

@@ -16,7 +16,11 @@ from localdev.airflow_env import (
     dagbag_report,
     without_airflow_settings,
 )
-from localdev.mwaa_bundle import TARGETS
+from movielens_pipeline.names import (
+    LOAD_DAG_ID,
+    TRANSFORM_DAG_ID,
+)
+from mwaa_bundle.targets import TARGETS
 
 # Runs the DAGs in the Airflow 2.11 and 3.x environments.
 pytestmark = pytest.mark.integration
@@ -69,9 +73,9 @@ def test_dags_import_under_other_airflow_versions(
     else:
         assert report["version"] == version
     assert report["errors"] == {}
-    assert report["dags"] == ["dag_dbt_movielens_zeroetl_cosmos", "dag_movielens_load_aurora"]
+    assert report["dags"] == [TRANSFORM_DAG_ID, LOAD_DAG_ID]
     timetable = "AssetOrTimeSchedule" if airflow_3 else "DatasetOrTimeSchedule"
-    assert report["timetables"]["dag_dbt_movielens_zeroetl_cosmos"] == timetable
+    assert report["timetables"][TRANSFORM_DAG_ID] == timetable
 
 
 @pytest.mark.parametrize("version", ["2.11.0", "3.0.6"])
@@ -94,7 +98,7 @@ def test_both_dags_run_green_under_mwaa_airflow(
     for command in setup_commands:
         setup = subprocess.run([str(airflow), *command], env=env, capture_output=True, text=True)
         assert setup.returncode == 0, setup.stderr[-3000:]
-    for dag_id in ("dag_movielens_load_aurora", "dag_dbt_movielens_zeroetl_cosmos"):
+    for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
         run = subprocess.run(
             [str(airflow), "dags", "test", dag_id], env=env, capture_output=True, text=True
         )

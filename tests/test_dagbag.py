@@ -17,6 +17,7 @@ from cosmos.operators.local import DbtLocalBaseOperator
 
 from localdev import REPO_ROOT
 from localdev.airflow_env import DBT_VENV, shared_airflow_settings
+from movielens_pipeline import names
 from movielens_pipeline.dbt_manifest import PARSED_FILES_RECORD, DbtManifestError, manifest_path
 from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 
@@ -96,6 +97,12 @@ def test_dags_import_without_errors_or_network(
     assert dagbag.import_errors == {}
     assert set(dagbag.dag_ids) == {"dag_movielens_load_aurora", "dag_dbt_movielens_zeroetl_cosmos"}
     assert no_network == []
+    # The task ids names.py declares for tools and docs are the DAGs' own.
+    declared = {value for key, value in vars(names).items() if key.endswith("_TASK_ID")}
+    assert declared <= {task.task_id for dag in dagbag.dags.values() for task in dag.tasks}
+    assert {value for key, value in vars(names).items() if key.endswith("_DAG_ID")} == set(
+        dagbag.dag_ids
+    )
 
     transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
     # Every model and multi-parent test of the manifest is a task, with exactly its dbt parents
@@ -123,6 +130,59 @@ def test_dags_import_without_errors_or_network(
     chain = ["bootstrap_zero_etl_target", "wait_for_zero_etl_catch_up", "reconcile_replica_counts"]
     for upstream, task_id in zip(chain, [*chain[1:], BEFORE_DBT], strict=True):
         assert transform.get_task(task_id).upstream_task_ids == {upstream}
+    # dbt reads the replica where the runtime says: Redshift's zero-ETL database by name, or
+    # (the var unset) the database it builds in.
+    replica_vars = {"replica_database": "movielens_raw"} if runtime == "aws" else {}
+    dbt_operators = [t for t in transform.tasks if isinstance(t, DbtLocalBaseOperator)]
+    assert dbt_operators
+    for task in dbt_operators:
+        assert (task.vars or {}) == replica_vars, task.task_id
+
+
+@pytest.mark.parametrize(("runtime", "import_method"), [("local", "copy"), ("aws", "aws_s3")])
+def test_the_load_operators_take_plain_templated_values_from_the_settings(
+    runtime: str, import_method: str, dbt_manifest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__RUNTIME", runtime)
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__RAW_BUCKET", "raw-from-settings")
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__ARCHIVE_NAME", "ml-25m")
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__ARCHIVE_PATH", "/data/ml-25m.zip")
+    monkeypatch.setenv("AIRFLOW__MOVIELENS__REGION", "eu-west-1")
+    load = DagBag(dag_folder=str(REPO_ROOT / "dags"), include_examples=False).dags[
+        "dag_movielens_load_aurora"
+    ]
+    stage = load.get_task("stage_csvs_in_s3")
+    assert (stage.bucket, stage.archive_name, stage.archive_path, stage.aws_conn_id) == (
+        "raw-from-settings",
+        "ml-25m",
+        "/data/ml-25m.zip",
+        "aws_default",
+    )
+    loads = load.get_task("load_aurora_table")
+    assert {
+        key: loads.partial_kwargs[key]
+        for key in ("bucket", "import_method", "region_name", "postgres_conn_id", "aws_conn_id")
+    } == {
+        "bucket": "raw-from-settings",
+        "import_method": import_method,
+        "region_name": "eu-west-1",
+        "postgres_conn_id": "movielens_aurora",
+        "aws_conn_id": "aws_default",
+    }
+    assert loads.expand_input.value == {"table_name": ["ratings", "tags", "movies", "links"]}
+    # The staging result reaches each load as data: the staging task's return value.
+    assert loads.partial_kwargs["staging"].operator.task_id == "stage_csvs_in_s3"
+    # Every templated field renders, as the provider's operators' do.
+    for task in (stage, loads):
+        assert {"bucket"} <= set(task.template_fields)
+    templated = type(stage)(
+        task_id="templated",
+        bucket="{{ params.bucket }}",
+        archive_name="{{ params.name }}",
+        cache_dir="/tmp",
+    )
+    templated.render_template_fields({"params": {"bucket": "b-1", "name": "ml-32m"}})
+    assert (templated.bucket, templated.archive_name) == ("b-1", "ml-32m")
 
 
 def test_load_dag_publishes_the_datasets_the_transform_dag_waits_on(dbt_manifest: Path) -> None:

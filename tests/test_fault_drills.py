@@ -29,11 +29,20 @@ import yaml
 
 from localdev import faults
 from localdev.airflow_local import LocalAirflow
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG
 from localdev.stack import LocalStack, free_port
-from movielens_pipeline.names import SOURCE_CONN_ID, WAREHOUSE_CONN_ID
+from movielens_pipeline.logical_replication import LocalLogicalReplication
+from movielens_pipeline.names import (
+    CATCH_UP_TASK_ID,
+    DBT_TASK_GROUP_ID,
+    LOAD_DAG_ID,
+    RECONCILE_TASK_ID,
+    SOURCE_CONN_ID,
+    STAGE_CSVS_TASK_ID,
+    SUMMARY_TASK_ID,
+    TRANSFORM_DAG_ID,
+    WAREHOUSE_CONN_ID,
+)
 from movielens_pipeline.tables import TABLES
-from movielens_pipeline.zero_etl import LocalLogicalReplication
 
 # Starts a local Airflow and faults in its servers.
 pytestmark = pytest.mark.integration
@@ -43,7 +52,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RETRY_DELAY_SECONDS = 8
 # The model whose build is held on a lock, then killed: the last table the build reaches.
 KILLED_MODEL = "analytics_movie_insights"
-PRODUCER = "dbt_movielens.dbt_producer_watcher"
+PRODUCER = f"{DBT_TASK_GROUP_ID}.dbt_producer_watcher"
 FINISHED = {"success", "failed"}
 METADATA_DATABASE = "airflow_fault_drills"
 # The last line of a traceback: "package.module.SomeError: message".
@@ -81,8 +90,8 @@ def airflow(
     try:
         airflow.start()
         # The transform DAG stays paused until its drill: the load's Datasets start nothing.
-        airflow.api("PATCH", f"dags/{TRANSFORM_DAG}", {"is_paused": True})
-        airflow.unpause(LOAD_DAG)
+        airflow.api("PATCH", f"dags/{TRANSFORM_DAG_ID}", {"is_paused": True})
+        airflow.unpause(LOAD_DAG_ID)
         yield airflow
     finally:
         try:
@@ -100,7 +109,7 @@ def _end_runs(airflow: LocalAirflow) -> None:
     """End the runs a drill that failed midway left, so that no task outlives this Airflow."""
     if airflow.health().get("webserver") == "unreachable":
         return
-    for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+    for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
         airflow.api("PATCH", f"dags/{dag_id}", {"is_paused": True})
         for run in airflow.runs(dag_id):
             if run["state"] not in FINISHED:
@@ -185,18 +194,18 @@ def load_drill(
     objects_before = s3_objects(local_stack)
 
     s3_proxy.cut_during_upload(after_bytes=256 * 1024)
-    triggered = [airflow.trigger(LOAD_DAG), airflow.trigger(LOAD_DAG)]
+    triggered = [airflow.trigger(LOAD_DAG_ID), airflow.trigger(LOAD_DAG_ID)]
     (first,) = faults.wait_until(
-        lambda: [r for r in triggered if run_state(airflow, LOAD_DAG, r) == "running"],
+        lambda: [r for r in triggered if run_state(airflow, LOAD_DAG_ID, r) == "running"],
         60,
         "a load run to start",
     )
     (second,) = set(triggered) - {first}
-    states = (run_state(airflow, LOAD_DAG, first), run_state(airflow, LOAD_DAG, second))
+    states = (run_state(airflow, LOAD_DAG_ID, first), run_state(airflow, LOAD_DAG_ID, second))
 
     try:
         stage = faults.wait_until(
-            lambda: (ti := task(airflow, LOAD_DAG, first, "stage_dataset_in_s3"))
+            lambda: (ti := task(airflow, LOAD_DAG_ID, first, STAGE_CSVS_TASK_ID))
             and ti["state"] in ("up_for_retry", "failed", "success")
             and ti,
             120,
@@ -209,21 +218,21 @@ def load_drill(
         first=first,
         second=second,
         states_once_running=states,
-        second_during_retry=run_state(airflow, LOAD_DAG, second),
+        second_during_retry=run_state(airflow, LOAD_DAG_ID, second),
         cut_request=s3_proxy.cut_request,
         stage_after_cut=stage,
         objects_before=objects_before,
         objects_after_cut=objects_after_cut,
     )
     for run_id in (first, second):
-        drill.runs[run_id] = airflow.wait_for_run(LOAD_DAG, run_id, timeout=300)
-    drill.stage_tries = task(airflow, LOAD_DAG, first, "stage_dataset_in_s3")["try_number"]
-    drill.stage_log = airflow.task_log(LOAD_DAG, first, "stage_dataset_in_s3", 1)
+        drill.runs[run_id] = airflow.wait_for_run(LOAD_DAG_ID, run_id, timeout=300)
+    drill.stage_tries = task(airflow, LOAD_DAG_ID, first, STAGE_CSVS_TASK_ID)["try_number"]
+    drill.stage_log = airflow.task_log(LOAD_DAG_ID, first, STAGE_CSVS_TASK_ID, 1)
     return drill
 
 
 def test_both_dags_let_one_run_at_a_time(airflow: LocalAirflow):
-    for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+    for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
         assert airflow.api("GET", f"dags/{dag_id}/details")["max_active_runs"] == 1, dag_id
 
 
@@ -337,7 +346,7 @@ def transform_drill(
         return session
 
     def state(run_id: str, task_id: str) -> str | None:
-        return task(airflow, TRANSFORM_DAG, run_id, task_id).get("state")
+        return task(airflow, TRANSFORM_DAG_ID, run_id, task_id).get("state")
 
     try:
         # A change the replica cannot apply yet: zero-ETL has catching up to do.
@@ -347,12 +356,12 @@ def transform_drill(
             "update movielens_database.tags set tag = tag"
             " where ctid = (select min(ctid) from movielens_database.tags)",
         )
-        earlier = {run["dag_run_id"] for run in airflow.runs(TRANSFORM_DAG)}
-        airflow.unpause(TRANSFORM_DAG)  # the daily schedule may start a run of its own now
-        airflow.trigger(TRANSFORM_DAG)
+        earlier = {run["dag_run_id"] for run in airflow.runs(TRANSFORM_DAG_ID)}
+        airflow.unpause(TRANSFORM_DAG_ID)  # the daily schedule may start a run of its own now
+        airflow.trigger(TRANSFORM_DAG_ID)
 
         def new_runs() -> dict[str, str]:
-            runs = airflow.runs(TRANSFORM_DAG)
+            runs = airflow.runs(TRANSFORM_DAG_ID)
             return {r["dag_run_id"]: r["state"] for r in runs if r["dag_run_id"] not in earlier}
 
         (run_id,) = faults.wait_until(
@@ -360,12 +369,12 @@ def transform_drill(
             60,
             "a transform run to start",
         )
-        others = [r for r in new_runs() if r != run_id] or [airflow.trigger(TRANSFORM_DAG)]
+        others = [r for r in new_runs() if r != run_id] or [airflow.trigger(TRANSFORM_DAG_ID)]
         drill = TransformDrill(run_id=run_id, second=others[0])
-        drill.second_states.append(run_state(airflow, TRANSFORM_DAG, drill.second))
+        drill.second_states.append(run_state(airflow, TRANSFORM_DAG_ID, drill.second))
 
         # 1. The source crashes and restarts while the sensor waits for the replica.
-        sensor = "wait_for_zero_etl_catch_up"
+        sensor = CATCH_UP_TASK_ID
         faults.wait_until(lambda: state(run_id, sensor) == "running", 180, "the sensor")
         time.sleep(1.5)
         faults.restart_server(stack, "source", down_seconds=2, mode="immediate")
@@ -378,7 +387,7 @@ def transform_drill(
                 f"The sensor did not ride out the restart: {error_in(airflow, run_id, sensor)}"
             )
         faults.wait_until(
-            lambda: state(run_id, "reconcile_replica_counts") == "running"
+            lambda: state(run_id, RECONCILE_TASK_ID) == "running"
             and stack.query("source", WAITING_ON_LINKS)[0][0],
             60,
             "the reconciliation",
@@ -395,7 +404,7 @@ def transform_drill(
         drill.backlog.append(replication.backlog())
         source_lock.commit()
         faults.wait_until(
-            lambda: state(run_id, "reconcile_replica_counts") in {"up_for_retry", *FINISHED},
+            lambda: state(run_id, RECONCILE_TASK_ID) in {"up_for_retry", *FINISHED},
             60,
             "the reconciliation's first try",
         )
@@ -415,14 +424,14 @@ def transform_drill(
             "the rest of the build",
             every=0,
         )
-        drill.second_states.append(run_state(airflow, TRANSFORM_DAG, drill.second))
+        drill.second_states.append(run_state(airflow, TRANSFORM_DAG_ID, drill.second))
         drill.killed = faults.kill_dbt(scheduler, "build")
         model_lock.commit()
         for other in others:
-            _cancel(airflow, TRANSFORM_DAG, other)
+            _cancel(airflow, TRANSFORM_DAG_ID, other)
 
-        drill.run = airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout=400)
-        drill.tasks = {ti["task_id"]: ti for ti in airflow.task_instances(TRANSFORM_DAG, run_id)}
+        drill.run = airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout=400)
+        drill.tasks = {ti["task_id"]: ti for ti in airflow.task_instances(TRANSFORM_DAG_ID, run_id)}
         drill.apply_errors = (errors_before, stack.query("warehouse", APPLY_ERRORS)[0][0])
         yield drill
     finally:
@@ -489,7 +498,7 @@ def test_a_lost_source_is_told_apart_from_an_apply_conflict(log: str, lost: bool
 
 def error_in(airflow: LocalAirflow, run_id: str, task_id: str) -> str:
     """The exception that ended the first try of a task, from its log."""
-    log = airflow.task_log(TRANSFORM_DAG, run_id, task_id, 1)
+    log = airflow.task_log(TRANSFORM_DAG_ID, run_id, task_id, 1)
     raised = [line for line in log.splitlines() if EXCEPTION_LINE.match(line)]
     return raised[-1] if raised else log[-2000:]
 
@@ -497,7 +506,7 @@ def error_in(airflow: LocalAirflow, run_id: str, task_id: str) -> str:
 def final_log(airflow: LocalAirflow, drill: TransformDrill, task_id: str, tries: int = 0) -> str:
     """The log of one try of a task of the drill's run (its last try by default)."""
     tries = tries or drill.tasks[task_id]["try_number"]
-    return airflow.task_log(TRANSFORM_DAG, drill.run_id, task_id, tries)
+    return airflow.task_log(TRANSFORM_DAG_ID, drill.run_id, task_id, tries)
 
 
 def test_a_second_transform_waits_while_the_first_runs_dbt(transform_drill: TransformDrill):
@@ -509,19 +518,19 @@ def test_the_sensor_rides_out_a_source_restart_and_the_counts_reconcile(
     airflow: LocalAirflow, transform_drill: TransformDrill, local_stack, csv_rows
 ):
     assert transform_drill.run["state"] == "success"
-    sensor = transform_drill.tasks["wait_for_zero_etl_catch_up"]
+    sensor = transform_drill.tasks[CATCH_UP_TASK_ID]
     assert (sensor["state"], sensor["try_number"]) == ("success", 1)
     # The apply worker lost the source (PostgreSQL counts that as an apply error) ...
     before, after = transform_drill.apply_errors
     assert after > before
-    log = final_log(airflow, transform_drill, "wait_for_zero_etl_catch_up")
+    log = final_log(airflow, transform_drill, CATCH_UP_TASK_ID)
     # ... and the sensor kept waiting while the source was down, then saw the replica catch up.
     assert (
         "Held back for the replica: unknown, the source did not answer (Cannot connect to "
         f"127.0.0.1:{local_stack.aurora_port} through Airflow connection '{SOURCE_CONN_ID}'"
     ) in log
     assert "Replica caught up" in log
-    counts = airflow.xcom(TRANSFORM_DAG, transform_drill.run_id, "reconcile_replica_counts")
+    counts = airflow.xcom(TRANSFORM_DAG_ID, transform_drill.run_id, RECONCILE_TASK_ID)
     expected = {table: len(rows) for table, rows in csv_rows.items()}
     assert counts == {"source": expected, "replica": expected}
 
@@ -529,9 +538,9 @@ def test_the_sensor_rides_out_a_source_restart_and_the_counts_reconcile(
 def test_the_warehouse_outage_names_the_server_and_connection_and_the_retry_completes(
     airflow: LocalAirflow, transform_drill: TransformDrill, local_stack: LocalStack
 ):
-    reconcile = transform_drill.tasks["reconcile_replica_counts"]
+    reconcile = transform_drill.tasks[RECONCILE_TASK_ID]
     assert (reconcile["state"], reconcile["try_number"]) == ("success", 2)
-    first_try = final_log(airflow, transform_drill, "reconcile_replica_counts", 1)
+    first_try = final_log(airflow, transform_drill, RECONCILE_TASK_ID, 1)
     port = local_stack.warehouse_port
     assert (
         f"DatabaseUnreachable: Cannot connect to 127.0.0.1:{port} through Airflow connection "
@@ -550,7 +559,7 @@ def test_slot_growth_while_the_replica_is_down_shows_in_the_backlog_and_the_run_
     assert down["active"] is after_writes["active"] is False
     # ~3,700 rows rewritten while the replica was down: the slot holds their WAL.
     assert after_writes["retained_wal_bytes"] - down["retained_wal_bytes"] > 500_000
-    summary = airflow.xcom(TRANSFORM_DAG, transform_drill.run_id, "summarize_run")
+    summary = airflow.xcom(TRANSFORM_DAG_ID, transform_drill.run_id, SUMMARY_TASK_ID)
     backlog = summary["replication_backlog"]
     assert backlog["slot"] == "movielens_zero_etl"
     assert backlog["active"] is True
@@ -590,7 +599,7 @@ def test_a_sigkilled_dbt_build_is_rebuilt_by_the_retry(
     )
     # The producer's retry skips (one `dbt build` per run); the model's task rebuilds it alone.
     assert transform_drill.tasks[PRODUCER]["state"] == "skipped"
-    model_task = f"dbt_movielens.{KILLED_MODEL}.run"
+    model_task = f"{DBT_TASK_GROUP_ID}.{KILLED_MODEL}.run"
     assert transform_drill.tasks[model_task]["state"] == "success"
     log = final_log(airflow, transform_drill, model_task)
     assert (

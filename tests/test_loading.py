@@ -20,19 +20,16 @@ import pytest
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from localdev.stack import LocalStack
-from localdev.synthetic import write_synthetic_dataset
-from movielens_pipeline.dataset import MovieLensSource
-from movielens_pipeline.loading import (
+from localdev.synthetic import write_synthetic_csvs
+from movielens_pipeline.archive import MovieLensArchive
+from movielens_pipeline.aurora_load import (
     AuroraS3Import,
     LoadError,
     StreamedCopyImport,
     TableImport,
-    load_and_promote,
     load_table,
-    promote,
-    upload_csv,
-    upload_csvs,
 )
+from movielens_pipeline.s3_staging import load_and_promote, promote, stage_csv, stage_csvs
 from movielens_pipeline.tables import TABLES_BY_NAME, Table, schema_statements
 
 RATINGS = TABLES_BY_NAME["ratings"]
@@ -94,15 +91,15 @@ def test_missing_object_is_named_and_changes_nothing(aurora, s3_hook, local_stac
 def test_unreachable_database_names_the_connection(monkeypatch, tmp_path):
     from movielens_pipeline.connections import DatabaseUnreachable
     from movielens_pipeline.operators import S3ToAuroraTableOperator
-    from movielens_pipeline.runtime import runtime_for
-    from movielens_pipeline.settings import load_settings
 
     monkeypatch.setenv("AIRFLOW_CONN_MOVIELENS_AURORA", "postgres://u:p@127.0.0.1:1/transactional")
     load = S3ToAuroraTableOperator(
         task_id="load",
-        runtime=runtime_for(load_settings()),
-        staged={"bucket": "bucket", "objects": {"ratings": {"key": "key"}}},
         table_name="ratings",
+        bucket="bucket",
+        staging={"objects": {"ratings": {"key": "key"}}, "csv_rows": {}},
+        import_method="copy",
+        region_name="us-east-1",
     )
     with pytest.raises(DatabaseUnreachable) as error:
         load.execute({})
@@ -160,7 +157,11 @@ def test_server_side_import_calls_aws_s3_inside_the_truncate_transaction(
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
     rows = load_table(
-        aurora, RATINGS, AuroraS3Import("eu-west-1"), "raw-bucket", "movielens/ratings/ratings.csv"
+        aurora,
+        RATINGS,
+        AuroraS3Import("eu-west-1", "aws_default"),
+        "raw-bucket",
+        "movielens/ratings/ratings.csv",
     )
 
     assert rows == 1
@@ -188,7 +189,9 @@ def test_failed_server_side_import_keeps_the_last_good_rows(
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
     with pytest.raises(LoadError, match="Requested file does not exist"):
-        load_table(aurora, RATINGS, AuroraS3Import("eu-west-1"), "raw-bucket", "missing.csv")
+        load_table(
+            aurora, RATINGS, AuroraS3Import("eu-west-1", "aws_default"), "raw-bucket", "missing.csv"
+        )
     assert len(ratings_rows(aurora)) == 2
 
 
@@ -252,7 +255,7 @@ def test_dropped_connection_mid_copy_keeps_the_last_good_rows(
     put(s3_hook, local_stack.bucket, "test/good.csv", GOOD_RATINGS)
     load_ratings(aurora, s3_hook, local_stack.bucket, "test/good.csv")
     before = ratings_rows(aurora)
-    write_synthetic_dataset(tmp_path, 300_000, seed=5)  # about 8 MB of ratings
+    write_synthetic_csvs(tmp_path, 300_000, seed=5)  # about 8 MB of ratings
     s3_hook.load_file(
         str(tmp_path / "ratings.csv"), "test/large.csv", local_stack.bucket, replace=True
     )
@@ -304,9 +307,9 @@ def upload_bucket(local_stack, s3_hook) -> str:
 
 
 @pytest.fixture
-def synthetic_source(tmp_path) -> MovieLensSource:
-    write_synthetic_dataset(tmp_path, 250_000, seed=3)  # ratings.csv is about 6.5 MB
-    return MovieLensSource("synthetic", tmp_path)
+def synthetic_source(tmp_path) -> MovieLensArchive:
+    write_synthetic_csvs(tmp_path, 250_000, seed=3)  # ratings.csv is about 6.5 MB
+    return MovieLensArchive("synthetic", tmp_path)
 
 
 MULTIPART = {"multipart_threshold": 5 << 20, "multipart_chunksize": 5 << 20}
@@ -315,7 +318,7 @@ MULTIPART = {"multipart_threshold": 5 << 20, "multipart_chunksize": 5 << 20}
 def test_upload_stages_with_sha256_multipart_and_skips_what_is_unchanged(
     s3_hook, upload_bucket, synthetic_source, caplog
 ):
-    first = upload_csvs(s3_hook, synthetic_source, upload_bucket, transfer_config_args=MULTIPART)
+    first = stage_csvs(s3_hook, synthetic_source, upload_bucket, transfer_config_args=MULTIPART)
 
     assert all(info["uploaded"] and info["staged"] for info in first.values())
     ratings_csv = synthetic_source.path / "ratings.csv"
@@ -334,8 +337,8 @@ def test_upload_stages_with_sha256_multipart_and_skips_what_is_unchanged(
     assert head["ContentLength"] == ratings_csv.stat().st_size
     assert s3_hook.list_keys(upload_bucket, prefix="movielens/_staged/") == []
 
-    with caplog.at_level("INFO", logger="movielens_pipeline.loading"):
-        second = upload_csvs(
+    with caplog.at_level("INFO", logger="movielens_pipeline.s3_staging"):
+        second = stage_csvs(
             s3_hook, synthetic_source, upload_bucket, transfer_config_args=MULTIPART
         )
 
@@ -350,15 +353,15 @@ def test_upload_stages_with_sha256_multipart_and_skips_what_is_unchanged(
 
 
 def test_changed_file_is_uploaded_again(s3_hook, upload_bucket, tmp_path):
-    write_synthetic_dataset(tmp_path, 5_000, seed=3)
-    source = MovieLensSource("synthetic", tmp_path)
-    for name, info in upload_csvs(s3_hook, source, upload_bucket).items():
+    write_synthetic_csvs(tmp_path, 5_000, seed=3)
+    source = MovieLensArchive("synthetic", tmp_path)
+    for name, info in stage_csvs(s3_hook, source, upload_bucket).items():
         promote(s3_hook, TABLES_BY_NAME[name], upload_bucket, info["key"])
     tags_csv = tmp_path / "tags.csv"
     with tags_csv.open("a", encoding="utf-8") as out:
         out.write("999999,1,added later,1600000000\n")
 
-    again = upload_csvs(s3_hook, source, upload_bucket)
+    again = stage_csvs(s3_hook, source, upload_bucket)
 
     assert {name for name, info in again.items() if info["uploaded"]} == {"tags"}
     assert {name for name, info in again.items() if info["staged"]} == {"tags"}
@@ -379,7 +382,7 @@ def stage(s3_hook: S3Hook, bucket: str, folder: Path, body: bytes, table: Table 
     """Stage ``body`` as the table's CSV the way the upload task does."""
     folder.mkdir(exist_ok=True)
     (folder / table.csv_file).write_bytes(body)
-    return upload_csv(s3_hook, MovieLensSource("test", folder), table, bucket)
+    return stage_csv(s3_hook, MovieLensArchive("test", folder), table, bucket)
 
 
 def promoted(s3_hook: S3Hook, bucket: str, table: Table = RATINGS) -> tuple[bytes, str]:
@@ -543,7 +546,7 @@ def test_server_side_import_reads_the_staged_object_and_promotes_it_after_commit
 ):
     body = GOOD_RATINGS + b"2,1,3.0,964982704\n"
     uploaded = stage(s3_hook, upload_bucket, tmp_path / "new", body)
-    importer = AuroraS3Import("eu-west-1", s3_hook.get_conn())
+    importer = AuroraS3Import("eu-west-1", "aws_default", s3_hook.get_conn())
 
     assert load_and_promote(aurora, RATINGS, importer, s3_hook, upload_bucket, uploaded) == 1
 
@@ -630,7 +633,7 @@ def test_server_side_failure_is_located_in_the_object_and_keeps_the_last_good_on
     bad = stage(s3_hook, upload_bucket, tmp_path / "bad", body, table)
     with aurora.cursor() as cursor:
         cursor.execute("insert into aws_s3.on_import values (%s, %s)", (bad["key"], failing_sql))
-    importer: TableImport = AuroraS3Import("eu-west-1", s3_hook.get_conn())
+    importer: TableImport = AuroraS3Import("eu-west-1", "aws_default", s3_hook.get_conn())
 
     with pytest.raises(LoadError) as error:
         load_and_promote(aurora, table, importer, s3_hook, upload_bucket, bad)

@@ -18,9 +18,15 @@ from log_secrets import env_secrets, file_secrets, log_files, secrets_in
 
 from localdev.airflow_local import ADMIN_USER, COMPONENTS, LocalAirflow
 from localdev.dbt_docs import fetch_site
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG, PipelineRun, run_through_scheduler
+from localdev.demo import PipelineRun, run_through_scheduler
 from localdev.stack import LocalStack, free_port
 from localdev.ui_check import check_ui
+from movielens_pipeline.names import (
+    DBT_TASK_GROUP_ID,
+    LOAD_DAG_ID,
+    SUMMARY_TASK_ID,
+    TRANSFORM_DAG_ID,
+)
 
 # Starts a local Airflow (webserver, scheduler, triggerer) and a browser.
 pytestmark = pytest.mark.integration
@@ -84,9 +90,9 @@ def test_the_loads_datasets_start_the_transform_and_every_model_is_green(
     assert pipeline_run.load["state"] == pipeline_run.transform["state"] == "success"
     assert pipeline_run.transform["run_type"] == "dataset_triggered"
     dbt_tasks = {
-        ti["task_id"].removeprefix("dbt_movielens."): ti["state"]
-        for ti in pipeline_run.task_instances[TRANSFORM_DAG]
-        if ti["task_id"].startswith("dbt_movielens.")
+        ti["task_id"].removeprefix(f"{DBT_TASK_GROUP_ID}."): ti["state"]
+        for ti in pipeline_run.task_instances[TRANSFORM_DAG_ID]
+        if ti["task_id"].startswith(f"{DBT_TASK_GROUP_ID}.")
     }
     # WATCHER: one `dbt build` producer, and a watcher of every model's run and tests.
     assert dbt_tasks["dbt_producer_watcher"] == "success"
@@ -121,8 +127,8 @@ def test_the_ui_shows_both_dags_and_every_model_green(
     states = check_ui(airflow, screenshot)
 
     for model in project_models(dbt_manifest):
-        assert states[f"dbt_movielens.{model}"] == "success", model
-    assert states["summarize_run"] == "success"
+        assert states[f"{DBT_TASK_GROUP_ID}.{model}"] == "success", model
+    assert states[SUMMARY_TASK_ID] == "success"
     with screenshot.open("rb") as image:
         header = image.read(24)
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
@@ -132,10 +138,10 @@ def test_the_ui_shows_both_dags_and_every_model_green(
 def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
     airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
 ):
-    failing = f"dbt_movielens.{FAILING_MODEL}.run"
+    failing = f"{DBT_TASK_GROUP_ID}.{FAILING_MODEL}.run"
     local_stack.query("warehouse", PLANT_FAILURE)
     try:
-        run_id = airflow.trigger(TRANSFORM_DAG)
+        run_id = airflow.trigger(TRANSFORM_DAG_ID)
         first = wait_for_task(airflow, run_id, failing, {"up_for_retry", "failed"})
     finally:
         local_stack.query("warehouse", "drop event trigger if exists movielens_test_failure")
@@ -143,25 +149,25 @@ def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
     # The model's own task failed, with dbt's error in its log. Besides it, only the producer
     # (the `dbt build` that hit the error) is marked for a retry.
     assert first["state"] == "up_for_retry"
-    log = airflow.task_log(TRANSFORM_DAG, run_id, failing, 1)
+    log = airflow.task_log(TRANSFORM_DAG_ID, run_id, failing, 1)
     assert f"Database Error in model {FAILING_MODEL}" in log
     assert f"planted failure: {FAILING_MODEL} may not be created" in log
     failed = {
         ti["task_id"]
-        for ti in airflow.task_instances(TRANSFORM_DAG, run_id)
+        for ti in airflow.task_instances(TRANSFORM_DAG_ID, run_id)
         if ti["state"] in ("failed", "up_for_retry")
     }
-    assert failed <= {failing, "dbt_movielens.dbt_producer_watcher"}
+    assert failed <= {failing, f"{DBT_TASK_GROUP_ID}.dbt_producer_watcher"}
 
     # Its retry builds that model alone, and the run completes.
-    run = airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout=600)
-    retry = airflow.task_log(TRANSFORM_DAG, run_id, failing, 2)
+    run = airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout=600)
+    retry = airflow.task_log(TRANSFORM_DAG_ID, run_id, failing, 2)
     assert f"'run', '--select', 'fqn:movielens_redshift.{FAILING_SCHEMA}.{FAILING_MODEL}'" in retry
     assert "Finished running 1 table model" in retry
     assert run["state"] == "success"
 
     # And a new run of the DAG is green from end to end.
-    rerun = airflow.wait_for_run(TRANSFORM_DAG, airflow.trigger(TRANSFORM_DAG), timeout=600)
+    rerun = airflow.wait_for_run(TRANSFORM_DAG_ID, airflow.trigger(TRANSFORM_DAG_ID), timeout=600)
     assert rerun["state"] == "success"
 
 
@@ -202,11 +208,11 @@ def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_
     # Every run so far ended green, the retried one included: nothing alarming was sent.
     assert alarm_messages(local_stack) == []
 
-    failing = f"dbt_movielens.{FAILING_MODEL}.run"
+    failing = f"{DBT_TASK_GROUP_ID}.{FAILING_MODEL}.run"
     local_stack.query("warehouse", PLANT_FAILURE)
     try:
-        run_id = airflow.trigger(TRANSFORM_DAG)
-        run = airflow.wait_for_run(TRANSFORM_DAG, run_id, timeout=600)
+        run_id = airflow.trigger(TRANSFORM_DAG_ID)
+        run = airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout=600)
     finally:
         local_stack.query("warehouse", "drop event trigger if exists movielens_test_failure")
     assert run["state"] == "failed"
@@ -216,8 +222,8 @@ def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_
     while time.monotonic() < deadline and len(messages) < 2:
         messages += alarm_messages(local_stack)
     by_subject = {message["Subject"]: message["Message"] for message in messages}
-    task_subject = f"[movielens] failed: {TRANSFORM_DAG} {failing}"
-    run_subject = f"[movielens] run failed: {TRANSFORM_DAG}"
+    task_subject = f"[movielens] failed: {TRANSFORM_DAG_ID} {failing}"
+    run_subject = f"[movielens] run failed: {TRANSFORM_DAG_ID}"
     assert set(by_subject) == {task_subject, run_subject}
 
     task_message = by_subject[task_subject]
@@ -228,7 +234,7 @@ def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_
     (log_url,) = re.findall(r"^Log:  (\S+)$", task_message, re.M)
     page = logged_in_session(airflow).get(log_url, timeout=30)
     assert page.status_code == 200 and "/login" not in page.url
-    assert TRANSFORM_DAG in page.text
+    assert TRANSFORM_DAG_ID in page.text
     assert f"{failing} (try 2)" in by_subject[run_subject]
 
 
@@ -256,7 +262,7 @@ def test_no_log_holds_a_password_or_key_the_local_airflow_used(
 
     task_logs = log_files(airflow.home / "logs")
     component_logs = sorted(airflow.home.glob("*.log"))
-    for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+    for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
         assert any(f"dag_id={dag_id}" in log.parts for log in task_logs), dag_id
     assert {airflow.home / f"{name}.log" for name in COMPONENTS} <= set(component_logs)
     leaks = secrets_in(task_logs + component_logs, secrets)  # pytest prints an assert's calls
@@ -293,7 +299,7 @@ def wait_for_task(
 ) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for ti in airflow.task_instances(TRANSFORM_DAG, run_id):
+        for ti in airflow.task_instances(TRANSFORM_DAG_ID, run_id):
             if ti["task_id"] == task_id and ti["state"] in states:
                 return ti
         time.sleep(0.5)

@@ -22,35 +22,29 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.stub import Stubber
 
+import mwaa_bundle.__main__ as mwaa_bundle_cli
 from benchmarks.plugin_load import plugin_load
 from cost.templates import load_template
-from localdev import REPO_ROOT, mwaa_bundle
+from localdev import REPO_ROOT
 from localdev.airflow_env import shared_airflow_settings
-from localdev.mwaa_bundle import (
-    DEFAULT_TARGET,
-    MWAA_PLUGINS,
-    PLUGINS_IGNORE,
-    TARGETS,
-    VERSION_FILE,
-    VERSION_METADATA,
-    BundleError,
-    Target,
-    build_bundle,
-    check_bundle,
-    check_dags_import,
-    check_environment_version,
-    deploy_bundle,
-    ensure_wheelhouse,
-    extract_wheels,
-    local_requirements,
-    offline_pip_env,
-    read_pins,
-    run_startup_script_as_mwaa,
-)
+from localdev.mwaa_startup import run_startup_script_as_mwaa
 from localdev.stack import LocalStack
 from movielens_pipeline import names
 from movielens_pipeline.dbt_manifest import manifest_path
 from movielens_pipeline.settings import Settings
+from mwaa_bundle import BundleError
+from mwaa_bundle.build import PLUGINS_IGNORE, VERSION_FILE, build_bundle
+from mwaa_bundle.checks import (
+    MWAA_PLUGINS,
+    check_bundle,
+    check_dags_import,
+    extract_wheels,
+    local_requirements,
+    offline_pip_env,
+)
+from mwaa_bundle.targets import DEFAULT_TARGET, TARGETS, Target, read_pins
+from mwaa_bundle.upload import VERSION_METADATA, check_environment_version, deploy_bundle
+from mwaa_bundle.wheelhouse import ensure_wheelhouse
 
 # Builds the bundle from its wheelhouses, installs it with pip, uploads it to an S3 API.
 pytestmark = pytest.mark.integration
@@ -96,7 +90,7 @@ print(*sorted(seen))
 
 @pytest.fixture(scope="module")
 def bundle(dbt_manifest: Path, tmp_path_factory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle") / "mwaa")
+    return build_bundle(TARGET, tmp_path_factory.mktemp("bundle") / "mwaa")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +193,7 @@ def test_bundle_check_catches_a_dag_that_does_not_import(bundle: Path, tmp_path:
         "from airflow.decorators import dag\nfrom movielens_pipeline import missing\n"
     )
     with pytest.raises(BundleError, match="dag_broken.py"):
-        check_bundle(broken)
+        check_bundle(broken, TARGET)
 
 
 def test_bundle_check_catches_a_missing_wheel(bundle: Path, tmp_path: Path):
@@ -213,7 +207,7 @@ def test_bundle_check_catches_a_missing_wheel(bundle: Path, tmp_path: Path):
             if not item.filename.startswith("wheels/requirements/aenum-"):
                 target.writestr(item, source.read(item))
     with pytest.raises(BundleError, match="aenum"):
-        check_bundle(broken)
+        check_bundle(broken, TARGET)
 
 
 @pytest.mark.parametrize("version", ["2.11.0", "3.0.6"])
@@ -224,7 +218,7 @@ def test_python_312_bundle_resolves_offline_and_imports_under_its_airflow(
     build_bundle has checked that pip resolves requirements.txt and the dbt venv offline for
     Python 3.12 on MWAA's platform, and imported the DAGs with the target's Airflow."""
     target = TARGETS[version]
-    bundle = build_bundle(tmp_path / f"mwaa-{version}", target)
+    bundle = build_bundle(target, tmp_path / f"mwaa-{version}")
     assert (bundle / VERSION_FILE).read_text() == f"{version}\n"
     assert (bundle / "requirements.txt").read_text() == target.requirements.read_text()
     assert (
@@ -333,9 +327,9 @@ def test_deploy_refuses_an_environment_on_another_airflow(running: str | None, m
     # `make deploy MWAA_ENVIRONMENT=...` asks before building or uploading anything.
     client, stubber, name = stubbed_mwaa(running)
     monkeypatch.setattr(boto3, "client", lambda service: {"mwaa": client}[service])
-    monkeypatch.setattr(mwaa_bundle, "build_bundle", lambda **_: pytest.fail("built"))
+    monkeypatch.setattr(mwaa_bundle_cli, "build_bundle", lambda *_: pytest.fail("built"))
     argv = ["deploy", "--bucket", "mwaa-bucket", "--environment", name, "--target", "2.10.3"]
-    assert mwaa_bundle.main(argv) == 1
+    assert mwaa_bundle_cli.main(argv) == 1
     assert f"MWAA environment {name}" in capsys.readouterr().err
     stubber.assert_no_pending_responses()
 
@@ -695,10 +689,10 @@ def test_the_bundle_refuses_a_manifest_older_than_any_file_dbt_parses(
     shutil.copytree(dbt_manifest.parents[1], project, ignore=shutil.ignore_patterns("logs"))
     with (project / edited).open("a") as file:
         file.write("\n# edited after the manifest was built\n")
-    monkeypatch.setattr("localdev.mwaa_bundle.DBT_PROJECT", project)
+    monkeypatch.setattr("mwaa_bundle.build.DBT_PROJECT_DIR", project)
 
     with pytest.raises(
         BundleError, match=rf"is stale.*{re.escape(edited)} edited.*make dbt-manifest"
     ):
-        build_bundle(tmp_path / "bundle")
+        build_bundle(TARGET, tmp_path / "bundle")
     assert not (tmp_path / "bundle").exists()  # refused before anything was built

@@ -7,6 +7,11 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+from movielens_pipeline.names import (
+    LOAD_DAG_ID,
+    LOAD_TABLE_TASK_ID,
+    TRANSFORM_DAG_ID,
+)
 from movielens_pipeline.notifications import (
     DBT_FAILURES_KEY,
     dag_run_failure_message,
@@ -27,7 +32,7 @@ class TaskInstance(SimpleNamespace):
 
 def a_task_instance(**fields: object) -> TaskInstance:
     values = {
-        "dag_id": "dag_dbt_movielens_zeroetl_cosmos",
+        "dag_id": TRANSFORM_DAG_ID,
         "run_id": "manual__1",
         "task_id": "dbt_movielens.analytics_top_movies.run",
         "try_number": 2,
@@ -41,10 +46,10 @@ def a_task_instance(**fields: object) -> TaskInstance:
 def test_an_airflow_3_run_failure_names_the_dag_run_and_its_last_task() -> None:
     # Airflow 3's DAG processor: the DAG, the run id, the reason and the last task instance.
     context = {
-        "dag": SimpleNamespace(dag_id="dag_movielens_load_aurora"),
+        "dag": SimpleNamespace(dag_id=LOAD_DAG_ID),
         "run_id": "scheduled__2026-12-03",
         "reason": "timed_out",
-        "ti": a_task_instance(task_id="load_aurora_table"),
+        "ti": a_task_instance(task_id=LOAD_TABLE_TASK_ID),
     }
     subject, message = dag_run_failure_message(context)
     assert subject == "[movielens] run failed: dag_movielens_load_aurora"

@@ -14,8 +14,11 @@ import pytest
 from log_secrets import env_secrets, file_secrets, log_files, secrets_in
 
 from localdev.airflow_env import airflow_environment, migrate_metadata_db, run_dag
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG
 from localdev.stack import LocalStack
+from movielens_pipeline.names import (
+    LOAD_DAG_ID,
+    TRANSFORM_DAG_ID,
+)
 
 # Starts the stack and runs `airflow dags test`.
 pytestmark = pytest.mark.integration
@@ -73,7 +76,7 @@ def pipeline_runs(local_stack: LocalStack, dags_test: DagsTest) -> list[dict]:
     """Run load then transform, twice; snapshot the stack after each round."""
     snapshots = []
     for round_number in (1, 2):
-        for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+        for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
             run_dag(dag_id, dags_test.env, dags_test.run_log(round_number, dag_id).parent)
         snapshots.append(snapshot(local_stack))
     return snapshots
@@ -150,7 +153,7 @@ def test_no_log_of_the_runs_holds_a_password_or_key_they_used(
     # `airflow dags test` writes its tasks' logs to its output, the run logs, not to logs/.
     logs = log_files(dags_test.home / "logs") + log_files(dags_test.home / "runs")
     for round_number in (1, 2):
-        for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+        for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
             run_log = dags_test.run_log(round_number, dag_id)
             assert run_log in logs
             assert f"Marking task as SUCCESS. dag_id={dag_id}" in run_log.read_text()

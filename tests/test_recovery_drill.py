@@ -15,11 +15,16 @@ import pytest
 from test_pipeline_end_to_end import snapshot
 
 from localdev.airflow_env import airflow_environment, migrate_metadata_db, run_dag
-from localdev.demo import LOAD_DAG, TRANSFORM_DAG
 from localdev.stack import LocalStack, free_port, private_stack
-from movielens_pipeline.names import ANALYTICS_SCHEMA, SOURCE_CONN_ID, SOURCE_SCHEMA
+from movielens_pipeline.logical_replication import LOCAL_PUBLICATION, LOCAL_SUBSCRIPTION
+from movielens_pipeline.names import (
+    ANALYTICS_SCHEMA,
+    LOAD_DAG_ID,
+    SOURCE_CONN_ID,
+    SOURCE_SCHEMA,
+    TRANSFORM_DAG_ID,
+)
 from movielens_pipeline.tables import TABLES
-from movielens_pipeline.zero_etl import LOCAL_PUBLICATION, LOCAL_SUBSCRIPTION
 
 # Starts private stacks and runs the DAGs on them.
 pytestmark = pytest.mark.integration
@@ -67,7 +72,7 @@ def subscription(stack: LocalStack) -> tuple[int, str]:
 
 
 def run_both_dags(env: dict[str, str], log_dir: Path) -> None:
-    for dag_id in (LOAD_DAG, TRANSFORM_DAG):
+    for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
         run_dag(dag_id, env, log_dir)
 
 

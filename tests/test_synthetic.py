@@ -14,9 +14,10 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from benchmarks.ingestion import load_tables
 from localdev.stack import LocalStack
-from localdev.synthetic import NO_GENRES, write_synthetic_dataset
-from movielens_pipeline.dataset import MovieLensSource, csv_row_counts
-from movielens_pipeline.loading import StreamedCopyImport, upload_csvs
+from localdev.synthetic import NO_GENRES, write_synthetic_csvs
+from movielens_pipeline.archive import MovieLensArchive, csv_row_counts
+from movielens_pipeline.aurora_load import StreamedCopyImport
+from movielens_pipeline.s3_staging import stage_csvs
 from movielens_pipeline.tables import TABLES, TABLES_BY_NAME, schema_statements
 
 RATINGS = 20_000
@@ -26,7 +27,7 @@ YEAR = re.compile(r"\(\d{4}\)$")
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> tuple[Path, dict[str, int]]:
     folder = tmp_path_factory.mktemp("synthetic")
-    return folder, write_synthetic_dataset(folder, RATINGS, seed=7)
+    return folder, write_synthetic_csvs(folder, RATINGS, seed=7)
 
 
 def read(folder: Path, table: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -50,7 +51,7 @@ def test_files_have_movielens_headers_and_the_counts_returned(synthetic):
         header, rows = read(folder, table.name)
         assert header == table.csv_header
         assert len(rows) == counts[table.name]
-    assert csv_row_counts(MovieLensSource("synthetic", folder)) == counts
+    assert csv_row_counts(MovieLensArchive("synthetic", folder)) == counts
 
 
 def test_primary_keys_are_unique_and_rows_refer_to_existing_movies(synthetic):
@@ -104,16 +105,16 @@ def test_awkward_values_are_present_and_survive_the_csv_round_trip(synthetic):
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path):
-    write_synthetic_dataset(tmp_path / "a", 3_000, seed=11)
-    write_synthetic_dataset(tmp_path / "b", 3_000, seed=11)
-    write_synthetic_dataset(tmp_path / "c", 3_000, seed=12)
+    write_synthetic_csvs(tmp_path / "a", 3_000, seed=11)
+    write_synthetic_csvs(tmp_path / "b", 3_000, seed=11)
+    write_synthetic_csvs(tmp_path / "c", 3_000, seed=12)
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
     assert digests(tmp_path / "a")["ratings.csv"] != digests(tmp_path / "c")["ratings.csv"]
 
 
 @pytest.mark.parametrize("ratings", [1, 25, 1_000])
 def test_tiny_scales_keep_the_invariants(tmp_path: Path, ratings: int):
-    counts = write_synthetic_dataset(tmp_path, ratings, seed=0)
+    counts = write_synthetic_csvs(tmp_path, ratings, seed=0)
     assert counts["ratings"] == ratings
     _, rows = read(tmp_path, "ratings")
     assert len({(row["userId"], row["movieId"]) for row in rows}) == ratings
@@ -134,7 +135,7 @@ def test_loads_through_the_pipeline_upload_and_parallel_load(
             cursor.execute(statement)
 
     s3_hook = S3Hook(aws_conn_id="aws_default")
-    objects = upload_csvs(s3_hook, MovieLensSource("synthetic", folder), bucket)
+    objects = stage_csvs(s3_hook, MovieLensArchive("synthetic", folder), bucket)
     loaded = load_tables(
         lambda: local_stack.connect("source"),
         StreamedCopyImport(local_stack.s3_client()),

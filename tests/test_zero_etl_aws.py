@@ -13,7 +13,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from movielens_pipeline.zero_etl import AuroraZeroEtlIntegration, ReplicationFailed
+from movielens_pipeline.replication import ReplicationFailed
+from movielens_pipeline.zero_etl import AuroraZeroEtlIntegration
 
 INTEGRATION_ID = "5b9f3d79-7392-4a3e-896c-58eaa1b53a16"
 INTEGRATION_ARN = f"arn:aws:rds:us-east-1:123456789012:integration:{INTEGRATION_ID}"

@@ -29,7 +29,8 @@
 #   --yes                 allow deleting the old integration
 #   --dry-run             run only the read calls; print the delete/create commands
 #   --timeout-minutes N   how long to wait for "active" (default 60)
-# Environment: PROJECT_NAME (data-handson-mds), ENVIRONMENT_NAME (dev),
+# Environment: PROJECT_NAME (data-handson-mds), ENVIRONMENT_NAME (dev), REPLICA_DATABASE
+# (movielens_raw: the zero-ETL database the DAG creates, movielens_pipeline/names.py),
 # POLL_SECONDS (30), AWS_REGION / AWS_PROFILE as usual. Needs AWS CLI v2 and
 # rds:DescribeDBClusters, rds:DescribeDBClusterParameters, rds:DescribeIntegrations,
 # rds:DeleteIntegration, rds:CreateIntegration, redshift:GetResourcePolicy,
@@ -38,6 +39,9 @@ set -euo pipefail
 
 # Same default as IntegrationDataFilter in warehouse_integration.yaml (tested).
 DEFAULT_DATA_FILTER="include: transactional.movielens_database.*"
+# The DAG's name for the replica database (REPLICA_DATABASE in movielens_pipeline/names.py, tested).
+DEFAULT_REPLICA_DATABASE="movielens_raw"
+replica_database="${REPLICA_DATABASE:-$DEFAULT_REPLICA_DATABASE}"
 ZERO_ETL_PARAMETERS=(
   rds.logical_replication=1
   aurora.enhanced_logical_replication=1
@@ -177,7 +181,7 @@ else
     echo "DRY RUN, would run: aws rds delete-integration --integration-identifier ${old_arn}"
   elif ! $yes; then
     die "refusing to delete the old integration ${old_arn} (${old_status}) without --yes." \
-        "Deleting it stops replication from ${old_source}; Redshift keeps the data already in movielens_raw." \
+        "Deleting it stops replication from ${old_source}; Redshift keeps the data already in ${replica_database}." \
         "Re-run with --yes, or delete it yourself: aws rds delete-integration --integration-identifier ${old_arn}"
   else
     echo "==> deleting old integration ${old_arn}"
@@ -240,14 +244,14 @@ cat <<EOF
 ==> integration ${new_arn} is active (id ${integration_id}).
 
 Next:
- 1. Redshift: movielens_raw still belongs to the old integration and stays stale.
+ 1. Redshift: ${replica_database} still belongs to the old integration and stays stale.
     As a superuser on the warehouse (the movielens_redshift connection's user):
-      DROP DATABASE movielens_raw;
-    (the transform DAG then runs: CREATE DATABASE movielens_raw FROM INTEGRATION '${integration_id}' DATABASE 'transactional';)
+      DROP DATABASE ${replica_database};
+    (the transform DAG then runs: CREATE DATABASE ${replica_database} FROM INTEGRATION '${integration_id}' DATABASE 'transactional';)
  2. Airflow option movielens.integration_arn (and the IAM grants that follow it):
       PROJECT_NAME=${project} ENVIRONMENT_NAME=${env_name} cloudformation/deploy.sh --only mwaa -- IntegrationArnOverride=${new_arn}
       PROJECT_NAME=${project} ENVIRONMENT_NAME=${env_name} cloudformation/deploy.sh --only operations -- IntegrationArnOverride=${new_arn}
  3. Point the secret airflow/${project}-${env_name}/connections/movielens_aurora at the restored writer: "host": "${endpoint}".
- 4. Trigger dag_dbt_movielens_zeroetl_cosmos: its bootstrap task recreates movielens_raw
+ 4. Trigger dag_dbt_movielens_zeroetl_cosmos: its bootstrap task recreates ${replica_database}
     FROM INTEGRATION (idempotent) and waits until the tables are Synced.
 EOF

@@ -45,16 +45,18 @@ def libpq_conninfo(connection: Connection) -> str:
     )
 
 
-def source_connection() -> Any:
+def source_connection(postgres_conn_id: str = SOURCE_CONN_ID) -> Any:
     """A psycopg2 connection to Aurora: the loads stream with ``copy_expert``.
 
     Provider 5 (Airflow 2.10) always connects with psycopg2; newer providers pick psycopg 3
     when it is installed (``USE_PSYCOPG3``), and then we connect with psycopg2 ourselves.
     """
     if getattr(postgres_hooks, "USE_PSYCOPG3", False):
-        return _open(SOURCE_CONN_ID, lambda: psycopg2_connect(airflow_connection(SOURCE_CONN_ID)))
-    hook = postgres_hooks.PostgresHook(postgres_conn_id=SOURCE_CONN_ID)
-    return _open(SOURCE_CONN_ID, hook.get_conn)
+        return _open(
+            postgres_conn_id, lambda: psycopg2_connect(airflow_connection(postgres_conn_id))
+        )
+    hook = postgres_hooks.PostgresHook(postgres_conn_id=postgres_conn_id)
+    return _open(postgres_conn_id, hook.get_conn)
 
 
 def warehouse_connection() -> Any:

@@ -22,17 +22,21 @@ from cosmos.constants import InvocationMode, TestIndirectSelection
 from cosmos.operators import DbtDocsS3Operator
 
 from movielens_pipeline.dbt_manifest import manifest_path
-from movielens_pipeline.names import AWS_CONN_ID, DBT_DOCS_PREFIX
+from movielens_pipeline.names import (
+    AWS_CONN_ID,
+    DBT_DOCS_PREFIX,
+    DBT_DOCS_TASK_ID,
+    DBT_PROJECT_NAME,
+    DBT_TASK_GROUP_ID,
+)
 from movielens_pipeline.notifications import record_dbt_failures
 from movielens_pipeline.runtime import Runtime
-
-DBT_PROFILE_NAME = "movielens_redshift"
 
 
 def profile_config(runtime: Runtime) -> ProfileConfig:
     """dbt's profile from the warehouse's Airflow connection."""
     return ProfileConfig(
-        profile_name=DBT_PROFILE_NAME,
+        profile_name=DBT_PROJECT_NAME,
         target_name=runtime.dbt_target,
         profile_mapping=runtime.dbt_profile_mapping(),
     )
@@ -45,7 +49,7 @@ def movielens_dbt_task_group(
     settings = runtime.settings
     project_dir = settings.dbt_project_dir
     return DbtTaskGroup(
-        group_id="dbt_movielens",
+        group_id=DBT_TASK_GROUP_ID,
         project_config=ProjectConfig(
             dbt_project_path=project_dir,
             manifest_path=manifest_path(
@@ -54,7 +58,8 @@ def movielens_dbt_task_group(
                 if settings.dbt_manifest_autoparse
                 else None,
             ),
-            project_name=DBT_PROFILE_NAME,
+            project_name=DBT_PROJECT_NAME,
+            dbt_vars=runtime.dbt_vars,
             install_dbt_deps=False,
         ),
         profile_config=profile_config(runtime),
@@ -97,12 +102,13 @@ def publish_dbt_docs(runtime: Runtime) -> DbtDocsS3Operator:
     s3://<dbt_docs_bucket>/dbt-docs/, where analysts browse models, tests and lineage."""
     settings = runtime.settings
     return DbtDocsS3Operator(
-        task_id="publish_dbt_docs",
+        task_id=DBT_DOCS_TASK_ID,
         project_dir=str(settings.dbt_project_dir),
         profile_config=profile_config(runtime),
         dbt_executable_path=str(settings.dbt_executable_path),
         invocation_mode=InvocationMode.SUBPROCESS,
         install_deps=False,
+        vars=runtime.dbt_vars,
         connection_id=AWS_CONN_ID,
         bucket_name=settings.dbt_docs_bucket,
         folder_dir=DBT_DOCS_PREFIX,

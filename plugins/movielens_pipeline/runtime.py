@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from movielens_pipeline.aurora_load import ImportMethod
 from movielens_pipeline.connections import (
     airflow_connection,
     libpq_conninfo,
@@ -18,20 +19,18 @@ from movielens_pipeline.connections import (
     warehouse_connection,
 )
 from movielens_pipeline.db import autocommit, execute, fetch_all
-from movielens_pipeline.loading import AuroraS3Import, StreamedCopyImport, TableImport
+from movielens_pipeline.logical_replication import LocalLogicalReplication
 from movielens_pipeline.names import (
     ANALYTICS_DATABASE,
     ANALYTICS_SCHEMA,
     AWS_CONN_ID,
+    REPLICA_DATABASE,
     SOURCE_CONN_ID,
     WAREHOUSE_CONN_ID,
 )
+from movielens_pipeline.replication import Replication
 from movielens_pipeline.settings import Settings
-from movielens_pipeline.zero_etl import (
-    AuroraZeroEtlIntegration,
-    LocalLogicalReplication,
-    Replication,
-)
+from movielens_pipeline.zero_etl import AuroraZeroEtlIntegration
 
 # dbt's profile: the analytics database, its default schema.
 _DBT_PROFILE_ARGS = {"dbname": ANALYTICS_DATABASE, "schema": ANALYTICS_SCHEMA, "threads": 4}
@@ -42,15 +41,15 @@ class Runtime(Protocol):
     # Where the warehouse connection reads the replicated tables and the analytics tables.
     replica_qualifier: str
     analytics_qualifier: str
-    # The dbt target Cosmos runs, and flags added to every dbt command.
+    # How an S3 object gets into a source table (aurora_load.table_import).
+    import_method: ImportMethod
+    # The dbt target Cosmos runs, flags added to every dbt command, and the project's vars.
     dbt_target: str
     dbt_flags: tuple[str, ...]
+    dbt_vars: dict[str, str]
 
     def source_setup_statements(self) -> list[str]:
         """Statements run on the source before its tables are created."""
-
-    def table_import(self) -> TableImport:
-        """How an S3 object gets into a source table."""
 
     def replication(self, rds_client: Callable[[], Any] | None = None) -> Replication:
         """The zero-ETL integration (its RDS client from ``rds_client`` when given, e.g. a
@@ -70,16 +69,16 @@ class AwsRuntime:
     settings: Settings
     replica_qualifier: ClassVar[str] = AuroraZeroEtlIntegration.replica_qualifier
     analytics_qualifier: ClassVar[str] = f"{ANALYTICS_DATABASE}.{ANALYTICS_SCHEMA}"
+    import_method: ClassVar[ImportMethod] = "aws_s3"
     dbt_target: ClassVar[str] = "redshift"
     # Unit tests mock sources by reading their column types; on Redshift the sources sit in
-    # another database (movielens_raw), so they run in CI against PostgreSQL instead.
+    # another database (the replica's), so they run in CI against PostgreSQL instead.
     dbt_flags: ClassVar[tuple[str, ...]] = ("--exclude-resource-type", "unit_test")
+    # The sources live in the zero-ETL database (models/staging/__sources.yml reads the var).
+    dbt_vars: ClassVar[dict[str, str]] = {"replica_database": REPLICA_DATABASE}
 
     def source_setup_statements(self) -> list[str]:
         return ["create extension if not exists aws_s3 cascade"]
-
-    def table_import(self) -> TableImport:
-        return AuroraS3Import(self.settings.region)
 
     def replication(self, rds_client: Callable[[], Any] | None = None) -> Replication:
         from airflow.providers.amazon.aws.hooks.rds import RdsHook
@@ -105,7 +104,7 @@ class AwsRuntime:
     def dbt_profile_mapping(self) -> Any:
         from cosmos.profiles import RedshiftUserPasswordProfileMapping
 
-        # ra3_node: dbt-redshift reads movielens_raw (another database) only when it is set.
+        # ra3_node: dbt-redshift reads the replica (another database) only when it is set.
         return RedshiftUserPasswordProfileMapping(
             conn_id=WAREHOUSE_CONN_ID, profile_args={**_DBT_PROFILE_ARGS, "ra3_node": True}
         )
@@ -122,16 +121,14 @@ class LocalRuntime:
     settings: Settings
     replica_qualifier: ClassVar[str] = LocalLogicalReplication.replica_qualifier
     analytics_qualifier: ClassVar[str] = ANALYTICS_SCHEMA
+    import_method: ClassVar[ImportMethod] = "copy"
     dbt_target: ClassVar[str] = "local"
     dbt_flags: ClassVar[tuple[str, ...]] = ()
+    # The sources' database is the one dbt builds in: the var's default.
+    dbt_vars: ClassVar[dict[str, str]] = {}
 
     def source_setup_statements(self) -> list[str]:
         return []
-
-    def table_import(self) -> TableImport:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        return StreamedCopyImport(S3Hook(aws_conn_id=AWS_CONN_ID).get_conn())
 
     def replication(self, rds_client: Callable[[], Any] | None = None) -> Replication:
         """The stand-in (there is no RDS API locally: ``rds_client`` is not used)."""

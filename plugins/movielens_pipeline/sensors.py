@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.hooks.rds import RdsHook
 from airflow.providers.amazon.aws.sensors.rds import RdsBaseSensor
 
 from movielens_pipeline.compat import TRIGGERING_EVENTS, PokeReturnValue
-from movielens_pipeline.zero_etl import Replication
+from movielens_pipeline.replication import Replication
 
 # Below this interval a worker slot is cheaper than rescheduling (Airflow's own advice).
 RESCHEDULE_FROM_SECONDS = 60

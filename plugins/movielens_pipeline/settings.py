@@ -37,8 +37,10 @@ class Settings:
     raw_bucket: str
     dbt_docs_bucket: str
     region: str
-    dataset: str
-    archive: str
+    # Which MovieLens release (ml-latest-small, ml-25m, ml-32m), and a local copy of it (a .zip
+    # or a folder of its CSVs; empty: downloaded from GroupLens into cache_dir).
+    archive_name: str
+    archive_path: str
     cache_dir: Path
     integration_arn: str
     # The SNS topic of the failure notifications; empty: none are sent (a warning is logged).
@@ -86,8 +88,8 @@ def load_settings() -> Settings:
         raw_bucket=raw_bucket,
         dbt_docs_bucket=_option("dbt_docs_bucket", raw_bucket),
         region=_option("region", DEFAULT_REGION),
-        dataset=_option("dataset", "ml-latest-small"),
-        archive=_option("archive", ""),
+        archive_name=_option("archive_name", "ml-latest-small"),
+        archive_path=_option("archive_path", ""),
         cache_dir=Path(_option("cache_dir", "/tmp/movielens-cache")),  # noqa: S108 - MWAA worker scratch
         integration_arn=_option("integration_arn", ""),
         alarm_topic_arn=_option("alarm_topic_arn", ""),

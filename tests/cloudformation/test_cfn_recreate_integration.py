@@ -22,6 +22,7 @@ from test_cfn_deploy import run_with_fake_aws
 from test_cfn_templates import param_default, props
 
 from cost.templates import CFN_DIR
+from movielens_pipeline import names
 
 SCRIPT = CFN_DIR / "scripts" / "recreate_integration.sh"
 README = CFN_DIR / "README.md"
@@ -229,6 +230,9 @@ def test_script_defaults_match_the_templates(session, templates) -> None:
         (k, v) for k, v in tpl["Resources"].items() if v["Type"] == "AWS::RDS::Integration"
     )
     assert default_filter == param_default(tpl, props(integration)["DataFilter"])
+    # The replica database the next steps name is the DAG's.
+    (default_replica,) = re.findall(r'^DEFAULT_REPLICA_DATABASE="([^"]+)"$', text, re.M)
+    assert default_replica == names.REPLICA_DATABASE
     # The four zero-ETL settings the script checks are the parameter group's.
     group = templates["database"]["Resources"]["ClusterParameterGroup"]
     wanted = dict(

@@ -964,7 +964,7 @@ def test_mwaa_environment_settings(templates: dict[str, Any]) -> None:
     p = props(env)
     assert param_default(tpl, p["AirflowVersion"]) == "2.10.3"
     # Every version offered has a bundle target: requirements, constraints and wheels for it.
-    from localdev.mwaa_bundle import TARGETS
+    from mwaa_bundle.targets import TARGETS
 
     offered = tpl["Parameters"]["AirflowVersion"]["AllowedValues"]
     assert set(offered) == set(TARGETS) == {"2.10.3", "2.11.0", "3.0.6"}

@@ -7,6 +7,7 @@ offline_compile.py), so both branches are checked.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from build_helpers import DBT_PROJECT_DIR, DBT_VENV_BIN
+
+from movielens_pipeline.runtime import AwsRuntime
 
 OFFLINE_COMPILE = Path(__file__).with_name("offline_compile.py")
 
@@ -80,6 +83,8 @@ def compiled_for_redshift(tmp_path_factory: pytest.TempPathFactory) -> dict[str,
             str(work / "target"),
             "--log-path",
             str(work / "logs"),
+            # The vars the transform DAG passes on MWAA (the AWS runtime's).
+            *("--vars", json.dumps(AwsRuntime.dbt_vars)),
         ]
         process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

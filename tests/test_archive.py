@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from movielens_pipeline import dataset
+from movielens_pipeline import archive as archive_module
+from movielens_pipeline.archive import ArchiveError, MovieLensArchive, csv_row_counts, fetch_archive
 from movielens_pipeline.compat import AirflowFailException
-from movielens_pipeline.dataset import DatasetError, MovieLensSource, csv_row_counts, fetch_dataset
 
 
 def extract(archive: Path, folder: Path) -> Path:
@@ -22,7 +22,7 @@ def extract(archive: Path, folder: Path) -> Path:
 
 
 def test_verified_archive_counts_match_the_published_figures(archive_path: Path, tmp_path: Path):
-    source = fetch_dataset("ml-latest-small", str(archive_path), tmp_path)
+    source = fetch_archive("ml-latest-small", str(archive_path), tmp_path)
     counts = csv_row_counts(source)
     # The figures GroupLens publishes in the archive's README.txt.
     assert counts == {"ratings": 100836, "tags": 3683, "movies": 9742, "links": 9742}
@@ -34,12 +34,12 @@ def test_wrong_checksum_names_the_file_and_both_sums(archive_path: Path, tmp_pat
     data[-100] ^= 0xFF
     corrupt.write_bytes(bytes(data))
 
-    with pytest.raises(DatasetError) as error:
-        fetch_dataset("ml-latest-small", str(corrupt), tmp_path / "cache")
+    with pytest.raises(ArchiveError) as error:
+        fetch_archive("ml-latest-small", str(corrupt), tmp_path / "cache")
     message = str(error.value)
     assert str(corrupt) in message
-    assert dataset.PUBLISHED_MD5["ml-latest-small"] in message
-    assert dataset.md5_of(corrupt) in message
+    assert archive_module.PUBLISHED_MD5["ml-latest-small"] in message
+    assert archive_module.md5_of(corrupt) in message
 
 
 def test_corrupt_cache_is_downloaded_again(archive_path: Path, tmp_path: Path, monkeypatch):
@@ -47,30 +47,32 @@ def test_corrupt_cache_is_downloaded_again(archive_path: Path, tmp_path: Path, m
     cache.mkdir()
     (cache / "ml-latest-small.zip").write_bytes(b"not a zip")
     # The bundled copy plays GroupLens' server.
-    monkeypatch.setattr(dataset, "GROUPLENS_URL", archive_path.parent.as_uri() + "/{name}.zip")
+    monkeypatch.setattr(
+        archive_module, "GROUPLENS_URL", archive_path.parent.as_uri() + "/{name}.zip"
+    )
 
-    source = fetch_dataset("ml-latest-small", "", cache)
+    source = fetch_archive("ml-latest-small", "", cache)
 
     assert source.path == cache / "ml-latest-small.zip"
-    assert dataset.md5_of(source.path) == dataset.PUBLISHED_MD5["ml-latest-small"]
+    assert archive_module.md5_of(source.path) == archive_module.PUBLISHED_MD5["ml-latest-small"]
 
 
 def test_folder_of_csvs_is_accepted(archive_path: Path, tmp_path: Path):
     folder = extract(archive_path, tmp_path)
-    source = fetch_dataset("ml-latest-small", str(folder), tmp_path / "cache")
+    source = fetch_archive("ml-latest-small", str(folder), tmp_path / "cache")
     assert csv_row_counts(source)["movies"] == 9742
 
 
 def test_missing_local_copy_says_what_to_set(tmp_path: Path):
-    with pytest.raises(DatasetError, match=r"does not exist: point \[movielens\] archive"):
-        fetch_dataset("ml-latest-small", str(tmp_path / "nowhere.zip"), tmp_path)
+    with pytest.raises(ArchiveError, match=r"does not exist: point \[movielens\] archive_path"):
+        fetch_archive("ml-latest-small", str(tmp_path / "nowhere.zip"), tmp_path)
 
 
 def test_missing_csv_in_folder_is_named(archive_path: Path, tmp_path: Path):
     folder = extract(archive_path, tmp_path)
     (folder / "links.csv").unlink()
-    with pytest.raises(DatasetError, match=r"links\.csv is missing"):
-        csv_row_counts(MovieLensSource("ml-latest-small", folder))
+    with pytest.raises(ArchiveError, match=r"links\.csv is missing"):
+        csv_row_counts(MovieLensArchive("ml-latest-small", folder))
 
 
 def test_missing_member_in_archive_is_named(archive_path: Path, tmp_path: Path):
@@ -79,8 +81,8 @@ def test_missing_member_in_archive_is_named(archive_path: Path, tmp_path: Path):
         for name in full.namelist():
             if not name.endswith("tags.csv"):
                 out.writestr(name, full.read(name))
-    with pytest.raises(DatasetError, match=r"has no ml-latest-small/tags\.csv"):
-        csv_row_counts(MovieLensSource("ml-latest-small", partial))
+    with pytest.raises(ArchiveError, match=r"has no ml-latest-small/tags\.csv"):
+        csv_row_counts(MovieLensArchive("ml-latest-small", partial))
 
 
 @pytest.mark.parametrize(
@@ -95,16 +97,16 @@ def test_bad_csv_is_a_clear_error(
 ):
     folder = extract(archive_path, tmp_path)
     (folder / "movies.csv").write_bytes(content)
-    with pytest.raises(DatasetError, match=expected) as error:
-        csv_row_counts(MovieLensSource("ml-latest-small", folder))
+    with pytest.raises(ArchiveError, match=expected) as error:
+        csv_row_counts(MovieLensArchive("ml-latest-small", folder))
     assert "movies.csv" in str(error.value)
 
 
 def synthetic_archive(folder: Path, name: str) -> Path:
     """A small archive shaped like GroupLens' ``<name>.zip``, from the synthetic generator."""
-    from localdev.synthetic import write_synthetic_dataset
+    from localdev.synthetic import write_synthetic_csvs
 
-    write_synthetic_dataset(folder / "csv", ratings=2_000, seed=1)
+    write_synthetic_csvs(folder / "csv", ratings=2_000, seed=1)
     archive = folder / f"{name}.zip"
     with zipfile.ZipFile(archive, "w") as out:
         for csv_file in sorted((folder / "csv").iterdir()):
@@ -116,20 +118,20 @@ def synthetic_archive(folder: Path, name: str) -> Path:
 def test_large_archives_by_name_are_downloaded_cached_and_said_to_be_unchecksummed(
     tmp_path: Path, monkeypatch, caplog, name: str
 ):
-    assert name in dataset.KNOWN_DATASETS
-    assert dataset.GROUPLENS_URL.format(name=name) == (
+    assert name in archive_module.KNOWN_ARCHIVES
+    assert archive_module.GROUPLENS_URL.format(name=name) == (
         f"https://files.grouplens.org/datasets/movielens/{name}.zip"
     )
     # No sum from GroupLens' own material was found for these: none may be invented.
-    assert name not in dataset.PUBLISHED_MD5
+    assert name not in archive_module.PUBLISHED_MD5
     server = tmp_path / "server"
     server.mkdir()
     synthetic_archive(server, name)
-    monkeypatch.setattr(dataset, "GROUPLENS_URL", server.as_uri() + "/{name}.zip")
+    monkeypatch.setattr(archive_module, "GROUPLENS_URL", server.as_uri() + "/{name}.zip")
     cache = tmp_path / "cache"
 
-    with caplog.at_level("INFO", logger=dataset.__name__):
-        source = fetch_dataset(name, "", cache)
+    with caplog.at_level("INFO", logger=archive_module.__name__):
+        source = fetch_archive(name, "", cache)
     assert source.path == cache / f"{name}.zip"
     assert csv_row_counts(source)["ratings"] == 2_000
     assert f"No published MD5 known for {name}" in caplog.text
@@ -137,17 +139,19 @@ def test_large_archives_by_name_are_downloaded_cached_and_said_to_be_unchecksumm
     def no_download(*_args):
         raise AssertionError("the cached archive should be used")
 
-    monkeypatch.setattr(dataset, "_download", no_download)
-    assert fetch_dataset(name, "", cache).path == source.path
+    monkeypatch.setattr(archive_module, "_download", no_download)
+    assert fetch_archive(name, "", cache).path == source.path
 
 
 def test_download_logs_progress_in_bytes_and_percent(archive_path: Path, tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset, "GROUPLENS_URL", archive_path.parent.as_uri() + "/{name}.zip")
-    monkeypatch.setattr(dataset, "PROGRESS_EVERY_BYTES", 256 << 10)
+    monkeypatch.setattr(
+        archive_module, "GROUPLENS_URL", archive_path.parent.as_uri() + "/{name}.zip"
+    )
+    monkeypatch.setattr(archive_module, "PROGRESS_EVERY_BYTES", 256 << 10)
     messages = []
-    monkeypatch.setattr(dataset.log, "info", lambda fmt, *args: messages.append(fmt % args))
+    monkeypatch.setattr(archive_module.log, "info", lambda fmt, *args: messages.append(fmt % args))
 
-    fetch_dataset("ml-latest-small", "", tmp_path)
+    fetch_archive("ml-latest-small", "", tmp_path)
 
     progress = [m for m in messages if m.startswith("ml-latest-small: ")]
     assert len(progress) == 4, messages  # 0.93 MiB: 3 steps of 256 KiB, then the total
@@ -161,15 +165,15 @@ def test_interrupted_download_is_a_clear_error_and_leaves_nothing(tmp_path, monk
         response.headers = {"Content-Length": "1000"}
         return response
 
-    monkeypatch.setattr(dataset.urllib.request, "urlopen", short_response)
-    with pytest.raises(DatasetError, match=r"stopped at 10 of 1000 bytes"):
-        fetch_dataset("ml-latest-small", "", tmp_path)
+    monkeypatch.setattr(archive_module.urllib.request, "urlopen", short_response)
+    with pytest.raises(ArchiveError, match=r"stopped at 10 of 1000 bytes"):
+        fetch_archive("ml-latest-small", "", tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_dataset_name_lists_the_known_ones(tmp_path: Path):
-    with pytest.raises(DatasetError, match=r"Unknown MovieLens dataset 'ml-1b'.*ml-25m, ml-32m"):
-        fetch_dataset("ml-1b", "", tmp_path)
+def test_unknown_archive_name_lists_the_known_ones(tmp_path: Path):
+    with pytest.raises(ArchiveError, match=r"Unknown MovieLens archive 'ml-1b'.*ml-25m, ml-32m"):
+        fetch_archive("ml-1b", "", tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -182,14 +186,14 @@ def test_unreachable_grouplens_fails_at_once_naming_the_offline_option(
 ):
     from localdev.stack import free_port
 
-    monkeypatch.setattr(dataset, "GROUPLENS_URL", address.format(port=free_port()))
+    monkeypatch.setattr(archive_module, "GROUPLENS_URL", address.format(port=free_port()))
     started = time.monotonic()
-    with pytest.raises(dataset.GroupLensUnreachable) as error:
-        fetch_dataset("ml-latest-small", "", tmp_path / "cache")
-    assert time.monotonic() - started < dataset.DOWNLOAD_TIMEOUT_SECONDS
+    with pytest.raises(archive_module.GroupLensUnreachable) as error:
+        fetch_archive("ml-latest-small", "", tmp_path / "cache")
+    assert time.monotonic() - started < archive_module.DOWNLOAD_TIMEOUT_SECONDS
     message = str(error.value)
     assert "Cannot download ml-latest-small" in message
-    assert "[movielens] archive" in message and "MOVIELENS_ARCHIVE" in message
+    assert "[movielens] archive_path" in message and "MOVIELENS_ARCHIVE" in message
     assert not list((tmp_path / "cache").glob("*"))
     # No retry: the task fails for good (AirflowFailException), it does not wait to try again.
     assert isinstance(error.value, AirflowFailException)
@@ -268,8 +272,8 @@ def test_malformed_csv_names_the_first_bad_line_its_text_and_what_to_do(
     body = b"".join(line + b"\r\n" for line in lines) if replaced else b""
     (folder / "movies.csv").write_bytes(body)
 
-    with pytest.raises(DatasetError) as error:
-        csv_row_counts(MovieLensSource("ml-latest-small", folder))
+    with pytest.raises(ArchiveError) as error:
+        csv_row_counts(MovieLensArchive("ml-latest-small", folder))
 
     message = str(error.value)
     for part in expected:

@@ -1,4 +1,5 @@
-"""The transform DAG's task bodies, each given the Runtime that the settings chose."""
+"""The transform DAG's task bodies, each named as its task and given the Runtime that the
+settings chose."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 from movielens_pipeline.compat import AirflowFailException, AirflowSkipException
 from movielens_pipeline.connections import source_connection, warehouse_connection
 from movielens_pipeline.db import autocommit, count_rows, fetch_all
-from movielens_pipeline.names import SOURCE_DATABASE, SOURCE_SCHEMA
+from movielens_pipeline.names import LOAD_DAG_ID, SOURCE_DATABASE, SOURCE_SCHEMA
+from movielens_pipeline.replication import BootstrapResult
 from movielens_pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -26,8 +28,9 @@ class ReconciliationError(RuntimeError):
     """The source and the replica disagree on how many rows a table holds."""
 
 
-def bootstrap_replication(runtime: Runtime) -> dict[str, Any]:
-    """``actions`` taken, and the ``check`` (source position) the sensor waits for.
+def bootstrap_zero_etl_target(runtime: Runtime) -> BootstrapResult:
+    """Bootstrap the replication; return the ``actions`` taken and the ``check`` (source
+    position) the sensor waits for.
 
     Skips the run at once when the source tables are empty (e.g. the daily schedule before
     the first load): there is nothing to replicate, and waiting would take the sensor's
@@ -40,11 +43,11 @@ def bootstrap_replication(runtime: Runtime) -> dict[str, Any]:
     if not any(source_rows.values()):
         raise NothingToReplicate(
             f"The source tables {SOURCE_DATABASE}.{SOURCE_SCHEMA}.{{{', '.join(source_rows)}}} "
-            "exist but hold no rows, so this run is skipped: load them first (trigger "
-            "dag_movielens_load_aurora, whose Datasets then start this DAG), or let the "
+            f"exist but hold no rows, so this run is skipped: load them first (trigger "
+            f"{LOAD_DAG_ID}, whose Datasets then start this DAG), or let the "
             "application write them."
         )
-    return {"actions": actions, "check": replication.start_check()}
+    return BootstrapResult(actions=actions, check=replication.start_check())
 
 
 def reconcile_replica_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
@@ -64,7 +67,7 @@ def reconcile_replica_counts(runtime: Runtime) -> dict[str, dict[str, int]]:
     return {"source": source_rows, "replica": replica_rows}
 
 
-def prepare_dbt(runtime: Runtime) -> str:
+def ensure_analytics_database(runtime: Runtime) -> str:
     """Check that this worker has dbt, then create where dbt writes (idempotent).
 
     On MWAA, startup.sh builds dbt's venv on each worker; when that failed it says why in
@@ -81,7 +84,7 @@ def prepare_dbt(runtime: Runtime) -> str:
     return runtime.ensure_analytics_database()
 
 
-def run_summary(runtime: Runtime) -> dict[str, Any]:
+def summarize_run(runtime: Runtime) -> dict[str, Any]:
     """Rows in the replica and the analytics, and the most-rated movies, for the run's log.
 
     dbt's own tests check the analytics against the replica; this only reports.

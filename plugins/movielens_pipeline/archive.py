@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
 # The archives this pipeline knows by name: the same four CSVs, the same columns. ml-25m and
 # ml-32m carry more files (genome scores) that the pipeline ignores.
-KNOWN_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m")
+KNOWN_ARCHIVES = ("ml-latest-small", "ml-25m", "ml-32m")
 # MD5 sums published by GroupLens beside each archive (files.grouplens.org/datasets/movielens/).
 # Only sums read from GroupLens' own material are listed: ml-25m and ml-32m are downloaded
 # and used without a checksum (a warning says so) until their published sums are added here.
@@ -39,8 +39,8 @@ PROGRESS_EVERY_BYTES = 16 << 20
 DOWNLOAD_TIMEOUT_SECONDS = 15
 
 
-class DatasetError(RuntimeError):
-    """The dataset is missing, corrupt or not shaped like MovieLens."""
+class ArchiveError(RuntimeError):
+    """The archive is missing, corrupt or not shaped like MovieLens."""
 
 
 class GroupLensUnreachable(AirflowFailException):
@@ -49,7 +49,7 @@ class GroupLensUnreachable(AirflowFailException):
 
 
 @dataclass(frozen=True)
-class MovieLensSource:
+class MovieLensArchive:
     """A verified archive (``.zip``) or an extracted folder holding the four CSVs."""
 
     name: str
@@ -61,7 +61,7 @@ class MovieLensSource:
         if self.path.is_dir():
             csv_path = self.path / table.csv_file
             if not csv_path.is_file():
-                raise DatasetError(f"{csv_path} is missing: the folder must hold {table.csv_file}")
+                raise ArchiveError(f"{csv_path} is missing: the folder must hold {table.csv_file}")
             with csv_path.open("rb") as stream:
                 yield stream
             return
@@ -70,7 +70,7 @@ class MovieLensSource:
             try:
                 info = archive.getinfo(member)
             except KeyError:
-                raise DatasetError(
+                raise ArchiveError(
                     f"{self.path} has no {member}: is it the {self.name} archive?"
                 ) from None
             with archive.open(info) as stream:
@@ -92,9 +92,9 @@ def _verify_md5(name: str, archive: Path) -> None:
         return
     actual = md5_of(archive)
     if actual != expected:
-        raise DatasetError(
+        raise ArchiveError(
             f"{archive} has MD5 {actual}, but GroupLens publishes {expected} for {name}: "
-            "the file is corrupt or not that dataset. Delete it and download again."
+            "the file is corrupt or not that archive. Delete it and download again."
         )
 
 
@@ -111,7 +111,7 @@ def _download(name: str, destination: Path) -> None:
         reason = getattr(error, "reason", error)
         raise GroupLensUnreachable(
             f"Cannot download {name} from {url}: {reason}. Working offline? Point "
-            "[movielens] archive (AIRFLOW__MOVIELENS__ARCHIVE; `make demo "
+            "[movielens] archive_path (AIRFLOW__MOVIELENS__ARCHIVE_PATH; `make demo "
             "MOVIELENS_ARCHIVE=...`) at a local copy of the .zip or of its CSV folder; "
             "ml-latest-small ships with this repository in data/."
         ) from None
@@ -126,7 +126,7 @@ def _download(name: str, destination: Path) -> None:
                     _log_progress(name, done, total, started)
                     reported = done
         if total and done != total:
-            raise DatasetError(
+            raise ArchiveError(
                 f"Download of {url} stopped at {done} of {total} bytes: the connection dropped. "
                 "Run the task again; the partial file is not kept."
             )
@@ -153,79 +153,75 @@ def _log_progress(name: str, done: int, total: int, started: float) -> None:
         log.info("%s: %.1f MiB (size unknown, %.1f MiB/s)", name, done / (1 << 20), mib_per_s)
 
 
-def fetch_dataset(name: str, local_copy: str, cache_dir: Path) -> MovieLensSource:
-    """A verified source: ``local_copy`` when given, else the cached or downloaded archive."""
-    if local_copy:
-        path = Path(local_copy)
-        if path.is_dir():
-            source = MovieLensSource(name, path)
-        elif path.is_file():
-            _verify_md5(name, path)
-            source = MovieLensSource(name, path)
-        else:
-            raise DatasetError(
-                f"Local MovieLens copy {path} does not exist: point [movielens] archive "
+def fetch_archive(archive_name: str, archive_path: str, cache_dir: Path) -> MovieLensArchive:
+    """The verified archive: ``archive_path`` when given, else the cached or downloaded one."""
+    if archive_path:
+        path = Path(archive_path)
+        if path.is_file():
+            _verify_md5(archive_name, path)
+        elif not path.is_dir():
+            raise ArchiveError(
+                f"Local MovieLens copy {path} does not exist: point [movielens] archive_path "
                 "at the .zip or at a folder holding the four CSVs"
             )
-    else:
-        if name not in KNOWN_DATASETS:
-            raise DatasetError(
-                f"Unknown MovieLens dataset {name!r}: set [movielens] dataset to one of "
-                f"{', '.join(KNOWN_DATASETS)}, or point [movielens] archive at a local copy"
-            )
-        archive = cache_dir / f"{name}.zip"
-        if archive.is_file():
-            try:
-                _verify_md5(name, archive)
-            except DatasetError:
-                log.warning("Cached %s is corrupt; downloading it again", archive)
-                archive.unlink()
-        if not archive.is_file():
-            _download(name, archive)
-            _verify_md5(name, archive)
-        source = MovieLensSource(name, archive)
-    return source
+        return MovieLensArchive(archive_name, path)
+    if archive_name not in KNOWN_ARCHIVES:
+        raise ArchiveError(
+            f"Unknown MovieLens archive {archive_name!r}: set [movielens] archive_name to one of "
+            f"{', '.join(KNOWN_ARCHIVES)}, or point [movielens] archive_path at a local copy"
+        )
+    cached = cache_dir / f"{archive_name}.zip"
+    if cached.is_file():
+        try:
+            _verify_md5(archive_name, cached)
+        except ArchiveError:
+            log.warning("Cached %s is corrupt; downloading it again", cached)
+            cached.unlink()
+    if not cached.is_file():
+        _download(archive_name, cached)
+        _verify_md5(archive_name, cached)
+    return MovieLensArchive(archive_name, cached)
 
 
-def csv_row_counts(source: MovieLensSource) -> dict[str, int]:
+def csv_row_counts(archive: MovieLensArchive) -> dict[str, int]:
     """Validate every CSV's header and count its records."""
-    return {table.name: count_csv_rows(source, table) for table in TABLES}
+    return {table.name: count_csv_rows(archive, table) for table in TABLES}
 
 
-def count_csv_rows(source: MovieLensSource, table: Table) -> int:
+def count_csv_rows(archive: MovieLensArchive, table: Table) -> int:
     """Check the header and each record's number of fields; count the records (quoted
     fields handled). An error names the file, the line, its text and what to do."""
     try:
-        return _checked_rows(source, table)
+        return _checked_rows(archive, table)
     except UnicodeDecodeError as error:
-        number, text = _first_line(source, table, lambda _number, line: not_utf8(line))
+        number, text = _first_line(archive, table, lambda _number, line: not_utf8(line))
         # Decoding runs ahead of the parser: a defect on an earlier line is the first one.
-        _checked_rows(source, table, errors="surrogateescape", before=number)
-        raise DatasetError(
-            f"{table.csv_file} in {source.path} is not UTF-8 at line {number} ({error.reason}): "
+        _checked_rows(archive, table, errors="surrogateescape", before=number)
+        raise ArchiveError(
+            f"{table.csv_file} in {archive.path} is not UTF-8 at line {number} ({error.reason}): "
             f"line {number} reads {quoted_line(text)}. MovieLens files are UTF-8; re-download "
             f"the file, or save line {number} as UTF-8, and rerun."
         ) from None
 
 
 def _checked_rows(
-    source: MovieLensSource, table: Table, errors: str = "strict", before: int | None = None
+    archive: MovieLensArchive, table: Table, errors: str = "strict", before: int | None = None
 ) -> int:
-    """Count the records of a CSV, raising ``DatasetError`` on the first bad one (only the
+    """Count the records of a CSV, raising ``ArchiveError`` on the first bad one (only the
     lines before ``before`` when given)."""
     if before == 1:
         return 0
-    with source.open_csv(table) as raw:
+    with archive.open_csv(table) as raw:
         reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors=errors, newline=""))
         header = next(reader, None)
         if header is None:
-            raise DatasetError(
-                f"{table.csv_file} in {source.path} is empty (0 bytes): line 1 should be the "
+            raise ArchiveError(
+                f"{table.csv_file} in {archive.path} is empty (0 bytes): line 1 should be the "
                 f"header {','.join(table.csv_header)}. Re-download or re-export the file."
             )
         if header != table.csv_header:
-            raise DatasetError(
-                f"{table.csv_file} in {source.path} has header {header}, expected "
+            raise ArchiveError(
+                f"{table.csv_file} in {archive.path} has header {header}, expected "
                 f"{table.csv_header}: line 1 reads {quoted_line(','.join(header).encode())}. "
                 f"Make line 1 {','.join(table.csv_header)} (the MovieLens column order) and rerun."
             )
@@ -234,16 +230,16 @@ def _checked_rows(
             if before is not None and start >= before:
                 break
             if len(row) != fields:
-                raise DatasetError(_wrong_fields(source, table, start, reader.line_num, row))
+                raise ArchiveError(_wrong_fields(archive, table, start, reader.line_num, row))
             rows += 1
             start = reader.line_num + 1
         return rows
 
 
 def _wrong_fields(
-    source: MovieLensSource, table: Table, first: int, last: int, row: list[str]
+    archive: MovieLensArchive, table: Table, first: int, last: int, row: list[str]
 ) -> str:
-    _, text = _first_line(source, table, lambda number, _line: number == first)
+    _, text = _first_line(archive, table, lambda number, _line: number == first)
     spans = (
         f" Its row runs on to line {last}: a quote on line {first} is not closed where the "
         "field ends (close it, or double a quote inside the field)."
@@ -256,7 +252,7 @@ def _wrong_fields(
         else "give it every column of the header"
     )
     return (
-        f"{table.csv_file} in {source.path}: line {first} holds {len(row)} fields, expected "
+        f"{table.csv_file} in {archive.path}: line {first} holds {len(row)} fields, expected "
         f"{len(table.csv_header)} ({','.join(table.csv_header)}): line {first} reads "
         f"{quoted_line(text)}.{spans} Fix line {first} ({hint}) and rerun."
     )
@@ -272,10 +268,10 @@ def not_utf8(line: bytes) -> bool:
 
 
 def _first_line(
-    source: MovieLensSource, table: Table, wanted: Callable[[int, bytes], bool]
+    archive: MovieLensArchive, table: Table, wanted: Callable[[int, bytes], bool]
 ) -> tuple[int, bytes]:
     """Read the CSV again (only once a check failed) for the first line ``wanted`` accepts."""
-    with source.open_csv(table) as raw:
+    with archive.open_csv(table) as raw:
         for number, line in enumerate(physical_lines(raw), 1):
             if wanted(number, line):
                 return number, line

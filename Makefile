@@ -9,6 +9,10 @@ AIRFLOW_PY := $(VENV)/airflow/bin/python
 # The MWAA constraints for Airflow 2.10.3 / Python 3.11, used only to regenerate the locks.
 MWAA_CONSTRAINTS ?= requirements/mwaa/mwaa-constraints-2.10.3-py3.11.txt
 PIP_QUIET := --quiet --disable-pip-version-check
+# Every environment below installs its lock with uv (requirements/uv.txt): the same pins pip
+# would install, in a fraction of the time; each venv keeps its Python's own pip.
+UV := $(VENV)/uv/bin/uv
+UV_INSTALL = $(UV) pip install --quiet --python
 # localdev/ and benchmarks/ import the DAGs' package from plugins/, as MWAA puts it on the path.
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
@@ -27,9 +31,19 @@ help: ## [start] List the targets by what they are for
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (MWAA runs 3.11): set PYTHON=/path/to/python3.11")'
 
-$(VENV)/airflow/.installed: requirements/airflow-local.txt | check-python
+# The no-Docker path's dbt venv is built from the MWAA bundle's wheels: manylinux, x86_64.
+HOST_PLATFORM ?= $(shell uname -sm)
+.PHONY: check-platform
+check-platform:
+	@test "$(HOST_PLATFORM)" = "Linux x86_64" || { echo "The no-Docker path needs Linux on x86_64 (its dbt environment is built from the MWAA bundle's manylinux x86_64 wheels); this is $(HOST_PLATFORM). Use docker compose instead: make compose-demo (README, With Docker)."; exit 2; }
+
+$(UV): requirements/uv.txt | check-python
+	rm -rf $(VENV)/uv && $(PYTHON) -m venv $(VENV)/uv
+	$(VENV)/uv/bin/pip install $(PIP_QUIET) -r $<
+
+$(VENV)/airflow/.installed: requirements/airflow-local.txt | check-python $(UV)
 	rm -rf $(VENV)/airflow && $(PYTHON) -m venv $(VENV)/airflow
-	$(VENV)/airflow/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/airflow/bin/python -r $<
 	touch $@
 
 # MWAA's Airflow the bundle targets: 2.10.3 (Python 3.11), 2.11.0 or 3.0.6 (Python 3.12).
@@ -49,61 +63,61 @@ $(WHEELHOUSE)/%/.complete: requirements.txt $(wildcard requirements-airflow-*.tx
 
 # The dbt venv, built the way MWAA builds it: startup.sh sourced, offline from the 2.10.3
 # wheelhouse (cp311 manylinux wheels, which this Python 3.11 runs).
-$(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt $(WHEELHOUSE)/2.10.3/.complete | check-python
+$(VENV)/dbt/.installed: startup.sh requirements/dbt-venv.txt $(WHEELHOUSE)/2.10.3/.complete | check-python check-platform
 	AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH=$(VENV)/dbt/bin/dbt DBT_WHEELHOUSE=$(WHEELHOUSE)/2.10.3/dbt \
 	  PYTHON=$(PYTHON) bash -c 'source ./startup.sh && test -z "$${MOVIELENS_DBT_VENV_ERROR:-}" && test -x "$$AIRFLOW__MOVIELENS__DBT_EXECUTABLE_PATH"'
 	touch $@
 
 # What MWAA's 2.10.3 image holds of the local lock (requirements/mwaa/mwaa-image-*.txt): the
 # test of requirements.txt installs the bundle's wheels offline beside it.
-$(VENV)/mwaa-image/.installed: requirements/airflow-local.txt requirements/mwaa/mwaa-image-2.10.3-py3.11.txt | $(VENV)/airflow/.installed
+$(VENV)/mwaa-image/.installed: requirements/airflow-local.txt requirements/mwaa/mwaa-image-2.10.3-py3.11.txt | $(VENV)/airflow/.installed $(UV)
 	rm -rf $(VENV)/mwaa-image && $(PYTHON) -m venv $(VENV)/mwaa-image
 	$(AIRFLOW_PY) -m mwaa_bundle image-lock > $(VENV)/mwaa-image/image-lock.txt
-	$(VENV)/mwaa-image/bin/pip install $(PIP_QUIET) --no-deps -r $(VENV)/mwaa-image/image-lock.txt
+	$(UV_INSTALL) $(VENV)/mwaa-image/bin/python --no-deps -r $(VENV)/mwaa-image/image-lock.txt
 	touch $@
 
 .PHONY: wheelhouse mwaa-image
 wheelhouse: $(WHEELHOUSE)/$(AIRFLOW_TARGET)/.complete ## [deploy] Download the wheels the bundle ships, once (AIRFLOW_TARGET=3.0.6 for Airflow 3)
 mwaa-image: $(VENV)/mwaa-image/.installed ## [test] Build .venv/mwaa-image: what MWAA's 2.10.3 image holds of the lock
 
-$(VENV)/stack/.installed: requirements/local-stack.txt | check-python
+$(VENV)/stack/.installed: requirements/local-stack.txt | check-python $(UV)
 	rm -rf $(VENV)/stack && $(PYTHON) -m venv $(VENV)/stack
-	$(VENV)/stack/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/stack/bin/python -r $<
 	touch $@
 
-$(VENV)/airflow3/.installed: requirements/airflow3.txt | check-python
+$(VENV)/airflow3/.installed: requirements/airflow3.txt | check-python $(UV)
 	rm -rf $(VENV)/airflow3 && $(PYTHON) -m venv $(VENV)/airflow3
-	$(VENV)/airflow3/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/airflow3/bin/python -r $<
 	touch $@
 
-$(VENV)/airflow306/.installed: requirements/airflow306.txt | check-python
+$(VENV)/airflow306/.installed: requirements/airflow306.txt | check-python $(UV)
 	rm -rf $(VENV)/airflow306 && $(PYTHON) -m venv $(VENV)/airflow306
-	$(VENV)/airflow306/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/airflow306/bin/python -r $<
 	touch $@
 
-$(VENV)/airflow211/.installed: requirements/airflow211.txt | check-python
+$(VENV)/airflow211/.installed: requirements/airflow211.txt | check-python $(UV)
 	rm -rf $(VENV)/airflow211 && $(PYTHON) -m venv $(VENV)/airflow211
-	$(VENV)/airflow211/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/airflow211/bin/python -r $<
 	touch $@
 
-$(VENV)/sqlfluff/.installed: requirements/sqlfluff.txt | check-python
+$(VENV)/sqlfluff/.installed: requirements/sqlfluff.txt | check-python $(UV)
 	rm -rf $(VENV)/sqlfluff && $(PYTHON) -m venv $(VENV)/sqlfluff
-	$(VENV)/sqlfluff/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/sqlfluff/bin/python -r $<
 	touch $@
 
-$(VENV)/detect-secrets/.installed: requirements/detect-secrets.txt | check-python
+$(VENV)/detect-secrets/.installed: requirements/detect-secrets.txt | check-python $(UV)
 	rm -rf $(VENV)/detect-secrets && $(PYTHON) -m venv $(VENV)/detect-secrets
-	$(VENV)/detect-secrets/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/detect-secrets/bin/python -r $<
 	touch $@
 
-$(VENV)/contributor-tools/.installed: requirements/contributor-tools.txt | check-python
+$(VENV)/contributor-tools/.installed: requirements/contributor-tools.txt | check-python $(UV)
 	rm -rf $(VENV)/contributor-tools && $(PYTHON) -m venv $(VENV)/contributor-tools
-	$(VENV)/contributor-tools/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/contributor-tools/bin/python -r $<
 	touch $@
 
-$(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python
+$(VENV)/cfn/.installed: requirements/cfn-tools.txt | check-python $(UV)
 	rm -rf $(VENV)/cfn && $(PYTHON) -m venv $(VENV)/cfn
-	$(VENV)/cfn/bin/pip install $(PIP_QUIET) -r $<
+	$(UV_INSTALL) $(VENV)/cfn/bin/python -r $<
 	touch $@
 
 # The browser the UI check drives: Debian's chromium and its WebDriver (root installs them).
@@ -162,10 +176,11 @@ demo: venvs ## [start] Set up everything, start the local Airflow and run both D
 test: scan-secrets venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete ## [test] Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
-# The fast tier for a contributor's loop: no server is started, no DAG run, no browser.
+# The fast tier for a contributor's loop: no server, no DAG run, no dbt command, no browser, no
+# whole-repository linter (`make lint` and `make test` run those).
 .PHONY: test-unit
-test-unit: venvs cfn-tools sqlfluff-tools contributor-tools ## [test] Run the unit tier: every test not marked integration (no server, no DAG run, no browser)
-	$(AIRFLOW_PY) -m pytest -m "not integration"
+test-unit: $(VENV)/airflow/.installed dbt-manifest ## [test] Run the unit tier: every test neither integration nor tools (no server, DAG run, dbt, browser or linter)
+	$(AIRFLOW_PY) -m pytest -m "not integration and not tools"
 
 .PHONY: bench-dag-costs
 bench-dag-costs: venvs ## [benchmark] DagBag parse time (manifest vs dbt ls) and the dbt part of a run under Cosmos LOCAL and WATCHER

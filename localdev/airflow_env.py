@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localdev import REPO_ROOT
-from movielens_pipeline.dbt_manifest import parse_project
+from movielens_pipeline.dbt_manifest import manifest_path
 from movielens_pipeline.names import AWS_CONN_ID, DBT_DOCS_PREFIX
 
 if TYPE_CHECKING:  # importing the stack imports Airflow, which must read this module's env first
@@ -118,8 +118,9 @@ def dagbag_report(python: Path, dag_folder: Path, env: dict[str, str]) -> dict:
 
 
 def build_dbt_manifest() -> Path:
-    """``dbt parse`` into ``target/manifest.json``: Cosmos renders the DAG from it."""
-    return parse_project(DBT_PROJECT_DIR, DBT_VENV / "bin" / "dbt")
+    """``target/manifest.json``, which Cosmos renders the DAG from: ``dbt parse`` when it is
+    missing or older than any file dbt parses."""
+    return manifest_path(DBT_PROJECT_DIR, autoparse_with=DBT_VENV / "bin" / "dbt")
 
 
 def airflow(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:

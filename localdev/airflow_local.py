@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -101,14 +102,22 @@ class LocalAirflow:
         self.stack.start()
         env = self.env()
         archive = env["AIRFLOW__MOVIELENS__ARCHIVE_PATH"]
-        running_with = self._started_with_archive()
-        if running_with not in (None, archive):
-            # The components read the archive setting when they start: a new one needs a restart.
-            print(
-                f"The local Airflow runs with the archive {running_with}: restarting it to "
-                f"read {archive}.",
-                flush=True,
-            )
+        wanted = self._fingerprint(archive)
+        running_with = self._started_with()
+        # The components read their settings when they start: a change needs a restart.
+        if running_with is not None and running_with != wanted:
+            if running_with.get("archive") != archive:
+                reason = (
+                    f"the archive {running_with.get('archive')}: restarting it to read {archive}"
+                )
+            else:
+                changed = sorted(
+                    key
+                    for key in {**running_with["settings"], **wanted["settings"]}
+                    if running_with["settings"].get(key) != wanted["settings"].get(key)
+                )
+                reason = f"other settings: restarting it for {', '.join(changed)}"
+            print(f"The local Airflow runs with {reason}.", flush=True)
             self.stop()
         started = [name for name in COMPONENTS if self._pid(name) is None]
         if started:
@@ -125,7 +134,7 @@ class LocalAirflow:
                 )
             for name in started:
                 self._spawn(name, env)
-            self._archive_file.write_text(archive)
+            self._started_with_file.write_text(json.dumps(wanted))
         self.wait_until_healthy()
         return bool(started)
 
@@ -183,14 +192,26 @@ class LocalAirflow:
         return running_pid(self.home / f"{name}.pid")
 
     @property
-    def _archive_file(self) -> Path:
-        return self.home / "archive"
+    def _started_with_file(self) -> Path:
+        return self.home / "started-with.json"
 
-    def _started_with_archive(self) -> str | None:
-        """The archive the running components read, or None when none runs."""
+    def _fingerprint(self, archive: str) -> dict:
+        """The archive and a digest of each extra setting (values may be secrets)."""
+        return {
+            "archive": archive,
+            "settings": {
+                key: hashlib.sha256(value.encode()).hexdigest()
+                for key, value in sorted(self.settings.items())
+            },
+        }
+
+    def _started_with(self) -> dict | None:
+        """What the running components were started with, or None when none runs."""
         if all(self._pid(name) is None for name in COMPONENTS):
             return None
-        return self._archive_file.read_text() if self._archive_file.is_file() else ""
+        if not self._started_with_file.is_file():
+            return {"archive": "", "settings": {}}
+        return json.loads(self._started_with_file.read_text())
 
     def health(self) -> dict[str, str]:
         """The webserver's ``/health``: each component's status (unreachable when down)."""

@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -430,6 +431,28 @@ class LocalStack:
 
     def alarm_queue_url(self) -> str:
         return self.aws_client("sqs").get_queue_url(QueueName=ALARM_INBOX)["QueueUrl"]
+
+    def receive_alarms(self, run_id: str = "", count: int = 0, timeout: float = 60) -> list[dict]:
+        """The notifications in the queue subscribed to the alarm topic, read and deleted:
+        every one there now, or, with ``run_id``, those naming that run until ``count`` of
+        them came (or ``timeout`` seconds passed; the others are deleted too)."""
+        sqs = self.aws_client("sqs")
+        queue_url = self.alarm_queue_url()
+        deadline = time.monotonic() + timeout
+        received: list[dict] = []
+        while True:
+            batch = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            for message in batch:
+                body = json.loads(message["Body"])
+                if not run_id or re.search(rf"^Run: +{re.escape(run_id)}$", body["Message"], re.M):
+                    received.append(body)
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if not run_id and not batch:
+                return received
+            if run_id and (len(received) >= count or time.monotonic() > deadline):
+                return received
 
     def _ensure_alarm_topic(self) -> None:
         """The alarm topic and the queue subscribed to it (create calls are idempotent)."""

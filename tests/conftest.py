@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -12,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from localdev.airflow_env import BUNDLED_ARCHIVE, airflow_base_env, build_dbt_manifest
+from localdev.airflow_env import (
+    BUNDLED_ARCHIVE,
+    DBT_PROJECT_DIR,
+    airflow_base_env,
+    build_dbt_manifest,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,17 +27,25 @@ os.environ.update(
     airflow_base_env(Path(tempfile.mkdtemp(prefix="movielens-airflow-home-")), runtime="local")
 )
 
-from localdev.stack import LocalStack, private_stack  # noqa: E402
+from localdev.airflow_local import LocalAirflow  # noqa: E402
+from localdev.faults import TcpProxy, aws_connection_through  # noqa: E402
+from localdev.stack import LocalStack, free_port, private_stack  # noqa: E402
 
-# Fixtures that start a server: a test that uses one is in the integration tier, whatever its
-# module (whole modules that run Airflow, dbt builds or a browser are marked where they are).
-SERVER_FIXTURES = {"local_stack", "moto_endpoint"}
+# Fixtures that start a server or run dbt, and those that run a linter over the whole
+# repository: a test using one is in that tier, whatever its module (whole modules are marked
+# where they are). `make test-unit` runs neither tier.
+TIER_FIXTURES = {
+    "integration": {"local_stack", "moto_endpoint", "scheduler_airflow", "compiled_for_redshift"},
+    "tools": {"cfn_tool"},
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.integration)
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in TIER_FIXTURES.items():
+            if fixtures & used:
+                item.add_marker(getattr(pytest.mark, marker))
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +81,45 @@ def local_stack() -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def dbt_manifest() -> Path:
     return build_dbt_manifest()
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(local_stack: LocalStack) -> Iterator[TcpProxy]:
+    """A loopback proxy in front of the stack's S3 API, which the fault drills cut."""
+    with TcpProxy(local_stack.s3_port) as proxy:
+        yield proxy
+
+
+# [movielens] retry_delay_seconds of the scheduler's Airflow (every DAG's and dbt's retries):
+# the drills restore each fault before it.
+RETRY_DELAY_SECONDS = 8
+
+
+@pytest.fixture(scope="session")
+def scheduler_airflow(
+    local_stack: LocalStack, dbt_manifest: Path, s3_proxy: TcpProxy, tmp_path_factory
+) -> Iterator[LocalAirflow]:
+    """One real local Airflow (webserver, scheduler, triggerer, LocalExecutor) for every test
+    that runs the DAGs under a scheduler; each test module leaves no run behind.
+
+    Its S3 connection goes through ``s3_proxy`` (transparent until a drill cuts it), its
+    retries wait ``RETRY_DELAY_SECONDS``, and its dbt project is a copy, which a test may edit
+    while it runs.
+    """
+    project = tmp_path_factory.mktemp("dbt") / DBT_PROJECT_DIR.name
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("logs"))
+    settings = {
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+        "AIRFLOW__MOVIELENS__RETRY_DELAY_SECONDS": str(RETRY_DELAY_SECONDS),
+        "AIRFLOW__MOVIELENS__DBT_PROJECT_DIR": str(project),
+        **aws_connection_through(local_stack, s3_proxy),
+    }
+    airflow = LocalAirflow(
+        local_stack, tmp_path_factory.mktemp("airflow"), port=free_port(), settings=settings
+    )
+    try:
+        airflow.start()
+        yield airflow
+    finally:
+        airflow.stop()

@@ -52,6 +52,7 @@ def test_each_hook_runs_the_binary_that_make_runs() -> None:
         assert binary.replace(".venv", "$(VENV)") in recipes
 
 
+@pytest.mark.tools
 def test_pre_commit_passes_on_every_file_offline(tmp_path: Path) -> None:
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache"), "PIP_NO_INDEX": "1"}
     result = subprocess.run(
@@ -77,12 +78,38 @@ def check_workflow(path: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.tools
 def test_the_workflow_is_valid_and_an_invalid_one_is_refused(tmp_path: Path) -> None:
     assert check_workflow(WORKFLOW).returncode == 0, check_workflow(WORKFLOW).stdout
     broken = yaml.safe_load(WORKFLOW.read_text())
     broken["jobs"]["unit"]["runs_on"] = broken["jobs"]["unit"].pop("runs-on")
     (tmp_path / "broken.yml").write_text(yaml.safe_dump(broken))
     assert check_workflow(tmp_path / "broken.yml").returncode != 0
+
+
+@pytest.mark.tools
+def test_the_workflow_passes_the_workflow_linter_which_refuses_an_unpinned_action(
+    tmp_path: Path,
+) -> None:
+    """zizmor, offline: every action pinned by commit, no credentials persisted, no template
+    injection; the same workflow with one action pinned by tag is refused."""
+
+    def lint(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [tool("zizmor"), "--offline", "--no-progress", str(path)],
+            capture_output=True,
+            text=True,
+        )
+
+    clean = lint(WORKFLOW)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    text = WORKFLOW.read_text()
+    pinned = re.search(r"actions/checkout@[0-9a-f]{40}", text)
+    assert pinned, "actions/checkout is not pinned by commit"
+    (tmp_path / "tag-pinned.yml").write_text(text.replace(pinned.group(0), "actions/checkout@v4"))
+    refused = lint(tmp_path / "tag-pinned.yml")
+    assert refused.returncode != 0
+    assert "unpinned-uses" in refused.stdout + refused.stderr
 
 
 def test_the_workflow_covers_lint_unit_tier_dbt_and_bundle_with_real_targets() -> None:
@@ -99,4 +126,16 @@ def test_the_workflow_covers_lint_unit_tier_dbt_and_bundle_with_real_targets() -
     }
     assert {"lint", "scan-secrets", "test-unit", "venvs", "bundle"} <= called
     assert called <= makefile_targets()
-    assert any("tests/dbt" in command for command in commands)
+    # The job that runs tests/dbt first builds what they run: dbt (venvs) and sqlfluff.
+    (dbt_job,) = (
+        job
+        for job in workflow["jobs"].values()
+        if any("tests/dbt" in step.get("run", "") for step in job["steps"])
+    )
+    built = {
+        word
+        for step in dbt_job["steps"]
+        if step.get("run", "").startswith("make ")
+        for word in shlex.split(step["run"])[1:]
+    }
+    assert {"venvs", "sqlfluff-tools"} <= built

@@ -18,6 +18,7 @@ from cosmos.operators.local import DbtLocalBaseOperator
 from localdev import REPO_ROOT
 from localdev.airflow_env import DBT_VENV, shared_airflow_settings
 from movielens_pipeline import names
+from movielens_pipeline.dbt_config import stop_dbt_process
 from movielens_pipeline.dbt_manifest import PARSED_FILES_RECORD, DbtManifestError, manifest_path
 from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 
@@ -297,6 +298,7 @@ def edit_project(project: Path) -> None:
     append(project / "macros/share.sql", "\n{# edited #}\n")
 
 
+@pytest.mark.integration  # runs dbt parse
 def test_a_stale_manifest_is_parsed_again_when_autoparse_is_on(project_copy: Path) -> None:
     edit_project(project_copy)
     manifest = manifest_path(project_copy, autoparse_with=DBT_VENV / "bin" / "dbt")
@@ -311,6 +313,7 @@ def test_a_stale_manifest_is_parsed_again_when_autoparse_is_on(project_copy: Pat
     assert manifest_path(project_copy) == manifest  # fresh now, without autoparse
 
 
+@pytest.mark.integration  # runs dbt parse
 def test_the_local_airflow_renders_an_edited_project_without_an_import_error(
     project_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -369,8 +372,14 @@ def test_every_task_and_run_is_bounded_and_notifies_its_failure(
             else:
                 expected = timedelta(minutes=7)
             assert task.execution_timeout == expected, task.task_id
-            # Cosmos wraps the producer's callback with its own (a state backup) around ours.
-            if task.task_id != f"{GROUP}.dbt_producer_watcher":
+            if isinstance(task, DbtLocalBaseOperator):
+                # No dbt outlives a failed try; the last one is notified. (Cosmos appends a
+                # state backup to the producer's callbacks.)
+                on_failure = task.on_failure_callback
+                assert on_failure[:2] == [stop_dbt_process, notify_task_failure], task.task_id
+                on_retry = task.on_retry_callback
+                assert stop_dbt_process in (on_retry if isinstance(on_retry, list) else [on_retry])
+            else:
                 assert task.on_failure_callback is notify_task_failure, task.task_id
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -24,12 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
 from localdev import faults
 from localdev.airflow_local import LocalAirflow
-from localdev.stack import LocalStack, free_port
+from localdev.stack import LocalStack
 from movielens_pipeline.logical_replication import LocalLogicalReplication
 from movielens_pipeline.names import (
     CATCH_UP_TASK_ID,
@@ -48,61 +50,26 @@ from movielens_pipeline.tables import TABLES
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# [movielens] retry_delay_seconds of this Airflow: the drills restore each fault before it.
-RETRY_DELAY_SECONDS = 8
 # The model whose build is held on a lock, then killed: the last table the build reaches.
 KILLED_MODEL = "analytics_movie_insights"
 PRODUCER = f"{DBT_TASK_GROUP_ID}.dbt_producer_watcher"
 FINISHED = {"success", "failed"}
-METADATA_DATABASE = "airflow_fault_drills"
 # The last line of a traceback: "package.module.SomeError: message".
 EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Failed|Unreachable): ")
 
 
 @pytest.fixture(scope="module")
-def s3_proxy(local_stack: LocalStack) -> Iterator[faults.TcpProxy]:
-    with faults.TcpProxy(local_stack.s3_port) as proxy:
-        yield proxy
-
-
-@pytest.fixture(scope="module")
-def airflow(
-    local_stack: LocalStack, dbt_manifest: Path, s3_proxy: faults.TcpProxy, tmp_path_factory
-) -> Iterator[LocalAirflow]:
-    """A local Airflow whose S3 connection goes through the proxy, with short retry delays.
-
-    Its metadata database is its own: the runs, pauses, admin user and schedule of this
-    module stay out of the other local Airflow of the session (tests/test_local_airflow.py).
-    """
-    local_stack.query("metadata", f"create database {METADATA_DATABASE}")
-    settings = {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
-            local_stack.metadata_url().rsplit("/", 1)[0] + f"/{METADATA_DATABASE}"
-        ),
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
-        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
-        "AIRFLOW__MOVIELENS__RETRY_DELAY_SECONDS": str(RETRY_DELAY_SECONDS),
-        **faults.aws_connection_through(local_stack, s3_proxy),
-    }
-    airflow = LocalAirflow(
-        local_stack, tmp_path_factory.mktemp("airflow"), port=free_port(), settings=settings
-    )
+def airflow(scheduler_airflow: LocalAirflow, local_stack: LocalStack) -> Iterator[LocalAirflow]:
+    """The session's scheduler, the transform DAG paused until its drill (the load's Datasets
+    start nothing); afterwards every server runs again and no run a drill left is going on."""
+    scheduler_airflow.api("PATCH", f"dags/{TRANSFORM_DAG_ID}", {"is_paused": True})
+    scheduler_airflow.unpause(LOAD_DAG_ID)
     try:
-        airflow.start()
-        # The transform DAG stays paused until its drill: the load's Datasets start nothing.
-        airflow.api("PATCH", f"dags/{TRANSFORM_DAG_ID}", {"is_paused": True})
-        airflow.unpause(LOAD_DAG_ID)
-        yield airflow
+        yield scheduler_airflow
     finally:
-        try:
-            _end_runs(airflow)
-        finally:
-            airflow.stop()
-            for role in ("source", "warehouse"):  # a drill that failed midway
-                local_stack.servers()[role].start()
-            local_stack.query(
-                "metadata", f"drop database if exists {METADATA_DATABASE} with (force)"
-            )
+        for role in ("source", "warehouse"):  # a drill that failed midway
+            faults.start_server(local_stack, role)
+        _end_runs(scheduler_airflow)
 
 
 def _end_runs(airflow: LocalAirflow) -> None:
@@ -639,3 +606,107 @@ def test_after_the_drills_the_analytics_hold_each_key_once(
             f"select count(*), count(distinct ({key})) from movielens_database.{table.name}",
         )
         assert rows == keys == len(csv_rows[table.name]), table.name
+
+
+# --- the timeout drill ----------------------------------------------------------------------
+
+# [movielens] dbt_timeout_minutes during the drill: time enough for the build to reach the
+# last model, so that a stopped dbt, not a slow one, is what times out.
+DRILL_DBT_TIMEOUT_MINUTES = 1.5
+MODEL_TASK = f"{DBT_TASK_GROUP_ID}.{KILLED_MODEL}.run"
+
+
+@dataclass
+class TimeoutDrill:
+    run_id: str
+    run: dict
+    stopped: list[psutil.Process]  # every dbt process the drill stopped
+    tries: dict[str, list[dict]]  # the producer's and the model task's tries
+    logs: dict[str, str]  # the log of the last try of each
+    alarms: list[dict]
+    next_run: dict
+
+
+@pytest.fixture(scope="module")
+def timeout_drill(
+    airflow: LocalAirflow, local_stack: LocalStack, transform_drill: TransformDrill
+) -> Iterator[TimeoutDrill]:
+    """The dbt tasks bounded to 1.5 minutes; each dbt process of a transform run stopped
+    (SIGSTOP) while it builds the last model, until the run ends; then the session's bound
+    again, and the next run."""
+    bound = {"AIRFLOW__MOVIELENS__DBT_TIMEOUT_MINUTES": str(DRILL_DBT_TIMEOUT_MINUTES)}
+    bounded = LocalAirflow(
+        local_stack, airflow.home, airflow.port, settings={**airflow.settings, **bound}
+    )
+    scheduler_before = faults.component_pid(airflow, "scheduler")
+    assert bounded.start() is True  # a new setting: restarted to read it
+    assert faults.component_pid(airflow, "scheduler") != scheduler_before
+    session = local_stack.connect("warehouse")  # holds the last model's build
+    stopped: list[psutil.Process] = []
+    try:
+        session.cursor().execute(f"lock table analytics.{KILLED_MODEL} in access exclusive mode")
+        airflow.unpause(TRANSFORM_DAG_ID)
+        run_id = airflow.trigger(TRANSFORM_DAG_ID)
+        scheduler = faults.component_pid(airflow, "scheduler")
+        while run_state(airflow, TRANSFORM_DAG_ID, run_id) not in FINISHED:
+            if local_stack.query("warehouse", KILLED_MODEL_WAITING)[0][0]:
+                for process in faults.dbt_processes(scheduler):
+                    if process.pid not in {known.pid for known in stopped}:
+                        process.send_signal(signal.SIGSTOP)
+                        stopped.append(process)
+            time.sleep(0.5)
+        session.rollback()
+        run = airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout=60)
+        tries = {
+            task_id: airflow.api(
+                "GET", f"dags/{TRANSFORM_DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
+            )["task_instances"]
+            for task_id in (PRODUCER, MODEL_TASK)
+        }
+        logs = {
+            task_id: airflow.task_log(
+                TRANSFORM_DAG_ID, run_id, task_id, tries[task_id][-1]["try_number"]
+            )
+            for task_id in tries
+        }
+        alarms = local_stack.receive_alarms(run_id, count=2)
+    finally:
+        session.close()
+        airflow.start()  # the session's settings again: a restart
+    next_run = airflow.wait_for_run(TRANSFORM_DAG_ID, airflow.trigger(TRANSFORM_DAG_ID), 600)
+    yield TimeoutDrill(run_id, run, stopped, tries, logs, alarms, next_run)
+
+
+def test_a_stopped_dbt_ends_in_a_timeout_within_its_bound_and_is_gone(
+    timeout_drill: TimeoutDrill,
+):
+    drill = timeout_drill
+    assert len(drill.stopped) >= 2, "the build and the model's own run were not both stopped"
+    bound = DRILL_DBT_TIMEOUT_MINUTES * 60
+    # The build's only try, and the model's last (its retry runs the model alone), each ended
+    # by its bound (plus the seconds of its callbacks), not by waiting for ever.
+    producer_try, model_try = drill.tries[PRODUCER][0], drill.tries[MODEL_TASK][-1]
+    assert (model_try["try_number"], model_try["state"]) == (2, "failed")
+    for try_ in (producer_try, model_try):
+        assert bound <= try_["duration"] < bound + 30, try_
+    assert "AirflowTaskTimeout" in drill.logs[MODEL_TASK]
+    assert drill.tries[PRODUCER][-1]["state"] == "skipped"  # one `dbt build` per run
+    assert drill.run["state"] == "failed"
+    # Not one of the stopped dbt processes outlived its task.
+    for process in drill.stopped:
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, process
+
+
+def test_the_timed_out_task_is_notified_and_the_next_run_completes(timeout_drill: TimeoutDrill):
+    drill = timeout_drill
+    by_subject = {alarm["Subject"]: alarm["Message"] for alarm in drill.alarms}
+    task_subject = f"[movielens] failed: {TRANSFORM_DAG_ID} {MODEL_TASK}"
+    assert set(by_subject) == {task_subject, f"[movielens] run failed: {TRANSFORM_DAG_ID}"}
+    message = by_subject[task_subject]
+    assert f"Task: {MODEL_TASK} (try 2 of 2)" in message
+    assert "AirflowTaskTimeout: Timeout" in message
+    # max_active_runs=1 holds no later run behind the one that timed out.
+    assert drill.next_run["state"] == "success"
+    assert datetime.fromisoformat(drill.next_run["start_date"]) >= datetime.fromisoformat(
+        drill.run["end_date"]
+    )

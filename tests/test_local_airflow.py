@@ -9,7 +9,6 @@ import re
 import shutil
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from log_secrets import env_secrets, file_secrets, log_files, secrets_in
 from localdev.airflow_local import ADMIN_USER, COMPONENTS, LocalAirflow
 from localdev.dbt_docs import fetch_site
 from localdev.demo import PipelineRun, run_through_scheduler
-from localdev.stack import LocalStack, free_port
+from localdev.stack import LocalStack
 from localdev.ui_check import check_ui
 from movielens_pipeline.names import (
     DBT_TASK_GROUP_ID,
@@ -50,21 +49,8 @@ create event trigger movielens_test_failure on ddl_command_end
 
 
 @pytest.fixture(scope="module")
-def airflow(
-    local_stack: LocalStack, dbt_manifest: Path, tmp_path_factory
-) -> Iterator[LocalAirflow]:
-    health_ports = {
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
-        "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
-    }
-    airflow = LocalAirflow(
-        local_stack, tmp_path_factory.mktemp("airflow"), port=free_port(), settings=health_ports
-    )
-    airflow.start()
-    try:
-        yield airflow
-    finally:
-        airflow.stop()
+def airflow(scheduler_airflow: LocalAirflow) -> LocalAirflow:
+    return scheduler_airflow
 
 
 @pytest.fixture(scope="module")
@@ -165,24 +151,12 @@ def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
     assert f"'run', '--select', 'fqn:movielens_redshift.{FAILING_SCHEMA}.{FAILING_MODEL}'" in retry
     assert "Finished running 1 table model" in retry
     assert run["state"] == "success"
+    # A retry that succeeded is no alarm: nothing was sent about this run.
+    assert local_stack.receive_alarms(run_id, count=1, timeout=5) == []
 
     # And a new run of the DAG is green from end to end.
     rerun = airflow.wait_for_run(TRANSFORM_DAG_ID, airflow.trigger(TRANSFORM_DAG_ID), timeout=600)
     assert rerun["state"] == "success"
-
-
-def alarm_messages(local_stack: LocalStack) -> list[dict]:
-    """Every notification in the queue subscribed to the alarm topic (read and deleted)."""
-    sqs = local_stack.aws_client("sqs")
-    queue_url = local_stack.alarm_queue_url()
-    messages = []
-    while batch := sqs.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-    ).get("Messages"):
-        for message in batch:
-            messages.append(json.loads(message["Body"]))
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return messages
 
 
 def logged_in_session(airflow: LocalAirflow) -> requests.Session:
@@ -205,9 +179,6 @@ def logged_in_session(airflow: LocalAirflow) -> requests.Session:
 def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_log(
     airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
 ):
-    # Every run so far ended green, the retried one included: nothing alarming was sent.
-    assert alarm_messages(local_stack) == []
-
     failing = f"{DBT_TASK_GROUP_ID}.{FAILING_MODEL}.run"
     local_stack.query("warehouse", PLANT_FAILURE)
     try:
@@ -217,10 +188,7 @@ def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_
         local_stack.query("warehouse", "drop event trigger if exists movielens_test_failure")
     assert run["state"] == "failed"
 
-    deadline = time.monotonic() + 60
-    messages: list[dict] = []
-    while time.monotonic() < deadline and len(messages) < 2:
-        messages += alarm_messages(local_stack)
+    messages = local_stack.receive_alarms(run_id, count=2)
     by_subject = {message["Subject"]: message["Message"] for message in messages}
     task_subject = f"[movielens] failed: {TRANSFORM_DAG_ID} {failing}"
     run_subject = f"[movielens] run failed: {TRANSFORM_DAG_ID}"
@@ -238,10 +206,96 @@ def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_
     assert f"{failing} (try 2)" in by_subject[run_subject]
 
 
+# What a developer adds while the local Airflow runs: a macro, a model that uses it, and a
+# test of the model in its yml (the expected count goes in from the CSVs).
+EDITED_MACRO = "{% macro edited_row_count() %}count(*){% endmacro %}\n"
+EDITED_MODEL = "select {{ edited_row_count() }} as ratings from {{ ref('int_ratings') }}\n"
+EDITED_YML = """version: 2
+models:
+  - name: analytics_edited
+    columns:
+      - name: ratings
+        data_tests:
+          - accepted_range:
+              arguments:
+                min_value: {rows}
+                max_value: {rows}
+"""
+
+
+def test_an_edited_model_its_yml_test_and_a_macro_run_with_no_manual_step(
+    airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack, csv_rows: dict
+):
+    project = Path(airflow.settings["AIRFLOW__MOVIELENS__DBT_PROJECT_DIR"])
+    ratings = len(csv_rows["ratings"])
+    added = {
+        project / "macros" / "edited_row_count.sql": EDITED_MACRO,
+        project / "models" / "analytics" / "analytics_edited.sql": EDITED_MODEL,
+        project / "models" / "analytics" / "analytics_edited.yml": EDITED_YML.format(rows=ratings),
+    }
+    edited_task = f"{DBT_TASK_GROUP_ID}.analytics_edited.run"
+    try:
+        for path, text in added.items():
+            path.write_text(text)
+        # Triggered at once, before the scheduler parsed the DAG file again.
+        run_id = airflow.trigger(TRANSFORM_DAG_ID)
+        import_errors = []
+        while (run := airflow.api("GET", f"dags/{TRANSFORM_DAG_ID}/dagRuns/{run_id}"))[
+            "state"
+        ] not in ("success", "failed"):
+            import_errors.append(airflow.api("GET", "importErrors")["total_entries"])
+            time.sleep(1)
+        assert run["state"] == "success"
+        # The run built the edited project: the new model, through the new macro, tested.
+        assert local_stack.query("warehouse", "select ratings from analytics.analytics_edited") == [
+            (ratings,)
+        ]
+        build = airflow.task_log(
+            TRANSFORM_DAG_ID, run_id, f"{DBT_TASK_GROUP_ID}.dbt_producer_watcher", 1
+        )
+        assert re.search(r"PASS accepted_range_analytics_edited_ratings", build), build[-3000:]
+        # The DAG shows the new model as a task once the scheduler parsed the file again.
+        deadline = time.monotonic() + 120
+        while edited_task not in {
+            task["task_id"]
+            for task in airflow.api("GET", f"dags/{TRANSFORM_DAG_ID}/tasks")["tasks"]
+        }:
+            import_errors.append(airflow.api("GET", "importErrors")["total_entries"])
+            assert time.monotonic() < deadline, f"{edited_task} did not appear in the DAG"
+            time.sleep(2)
+        # No broken DAG at any moment in between.
+        assert set(import_errors) == {0}
+    finally:
+        for path in added:
+            path.unlink(missing_ok=True)
+        local_stack.query("warehouse", "drop table if exists analytics.analytics_edited")
+
+
+def test_a_new_archive_restarts_the_running_airflow_to_read_it(
+    airflow: LocalAirflow, archive_path: Path, tmp_path: Path, capsys
+):
+    other = tmp_path / "ml-latest-small.zip"
+    shutil.copy(archive_path, other)
+    scheduler_pid = (airflow.home / "scheduler.pid").read_text()
+    same_home = LocalAirflow(
+        airflow.stack,
+        airflow.home,
+        port=airflow.port,
+        archive=str(other),
+        settings=airflow.settings,
+    )
+
+    assert same_home.start() is True
+    assert f"restarting it to read {other}" in capsys.readouterr().out
+    assert (airflow.home / "scheduler.pid").read_text() != scheduler_pid
+    assert same_home.start() is False  # the same archive again: nothing restarts
+
+
 def test_no_log_holds_a_password_or_key_the_local_airflow_used(
     airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
 ):
-    """Last in the module: its task logs are those of every run above (retries included)."""
+    """Last in the module: its task logs are those of every run of the session's scheduler
+    (the fault drills' too, retries included), and its components' logs span the restarts."""
     connections = env_secrets(airflow.env())
     assert {
         "AIRFLOW_CONN_MOVIELENS_AURORA password",
@@ -267,26 +321,6 @@ def test_no_log_holds_a_password_or_key_the_local_airflow_used(
     assert {airflow.home / f"{name}.log" for name in COMPONENTS} <= set(component_logs)
     leaks = secrets_in(task_logs + component_logs, secrets)  # pytest prints an assert's calls
     assert leaks == {}
-
-
-def test_a_new_archive_restarts_the_running_airflow_to_read_it(
-    airflow: LocalAirflow, archive_path: Path, tmp_path: Path, capsys
-):
-    other = tmp_path / "ml-latest-small.zip"
-    shutil.copy(archive_path, other)
-    scheduler_pid = (airflow.home / "scheduler.pid").read_text()
-    same_home = LocalAirflow(
-        airflow.stack,
-        airflow.home,
-        port=airflow.port,
-        archive=str(other),
-        settings=airflow.settings,
-    )
-
-    assert same_home.start() is True
-    assert f"restarting it to read {other}" in capsys.readouterr().out
-    assert (airflow.home / "scheduler.pid").read_text() != scheduler_pid
-    assert same_home.start() is False  # the same archive again: nothing restarts
 
 
 def project_models(dbt_manifest: Path) -> set[str]:

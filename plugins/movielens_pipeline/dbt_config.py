@@ -6,7 +6,12 @@ own venv, made by ``startup.sh``) and cheap for MWAA's scheduler.
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import subprocess
 from datetime import timedelta
+from typing import Any
 
 from cosmos import (
     DbtTaskGroup,
@@ -29,8 +34,51 @@ from movielens_pipeline.names import (
     DBT_PROJECT_NAME,
     DBT_TASK_GROUP_ID,
 )
-from movielens_pipeline.notifications import record_dbt_failures
+from movielens_pipeline.notifications import notify_task_failure, record_dbt_failures
 from movielens_pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Seconds a dbt process has to end on the SIGTERM of Cosmos' on_kill before it is killed.
+DBT_STOP_GRACE_SECONDS = 10
+
+
+def stop_dbt_process(context: Any) -> None:
+    """End the dbt process a failed try leaves behind, so that no dbt outlives its task.
+
+    On a timeout Airflow calls Cosmos' ``on_kill``, which sends SIGTERM to dbt's process
+    group (dbt runs in a session of its own). A process that handles SIGTERM does nothing
+    with it while stopped, and one that ignores it never ends: either would go on holding
+    the warehouse's locks. The group is continued (the pending SIGTERM is then acted on),
+    given ``DBT_STOP_GRACE_SECONDS``, then killed.
+    """
+    hook = vars(context["ti"].task).get("subprocess_hook")  # made only when dbt ran
+    process = getattr(hook, "sub_process", None)
+    if process is None or process.poll() is not None:
+        return
+    try:
+        group = os.getpgid(process.pid)
+        os.killpg(group, signal.SIGCONT)
+        process.wait(timeout=DBT_STOP_GRACE_SECONDS)
+    except ProcessLookupError:  # it ended meanwhile
+        return
+    except subprocess.TimeoutExpired:
+        log.warning(
+            "dbt (pid %d) did not end within %d s of SIGTERM: killing its process group",
+            process.pid,
+            DBT_STOP_GRACE_SECONDS,
+        )
+        os.killpg(group, signal.SIGKILL)
+        process.wait()
+    log.info("dbt (pid %d) ended with %s", process.pid, process.returncode)
+
+
+# Every task that runs dbt: after a failed try, its dbt process is gone before the retry (or
+# the notification of its last try).
+DBT_PROCESS_CALLBACKS: dict[str, Any] = {
+    "on_retry_callback": stop_dbt_process,
+    "on_failure_callback": [stop_dbt_process, notify_task_failure],
+}
 
 
 def profile_config(runtime: Runtime) -> ProfileConfig:
@@ -88,11 +136,12 @@ def movielens_dbt_task_group(
             "retries": 1,
             # After a failed model, each watcher downstream of it fails once (the build
             # skipped its node) and its retry runs the node alone: keep those retries quick.
-            "retry_delay": timedelta(seconds=30),
+            "retry_delay": settings.retry_delay(timedelta(seconds=30)),
             "dbt_cmd_flags": list(runtime.dbt_flags),
             "execution_timeout": settings.dbt_timeout,
             # After each dbt command, its failed models and tests for the failure notification.
             "callback": record_dbt_failures,
+            **DBT_PROCESS_CALLBACKS,
         },
     )
 
@@ -113,4 +162,5 @@ def publish_dbt_docs(runtime: Runtime) -> DbtDocsS3Operator:
         bucket_name=settings.dbt_docs_bucket,
         folder_dir=DBT_DOCS_PREFIX,
         execution_timeout=settings.dbt_timeout,
+        **DBT_PROCESS_CALLBACKS,
     )

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from build_helpers import DBT_PROJECT_DIR, REPO_ROOT
 
+pytestmark = pytest.mark.tools
+
 
 def sqlfluff_executable() -> Path:
     bin_dir = Path(os.environ.get("SQLFLUFF_BIN") or REPO_ROOT / ".venv" / "sqlfluff" / "bin")

@@ -100,6 +100,21 @@ for o in ${overrides[@]+"${overrides[@]}"}; do
   esac
 done
 
+# The names must pass the templates' own patterns (one per name, the same in every template):
+# CloudFormation would refuse them only at the first stack. Their lengths keep every S3 bucket
+# name within 63 characters (storage.yaml).
+for pair in "ProjectName:PROJECT_NAME:${project}" "EnvironmentName:ENVIRONMENT_NAME:${env_name}"; do
+  param="${pair%%:*}" rest="${pair#*:}"
+  pattern="$(sed -n "/^  ${param}:/,/^  [A-Za-z]/s/^    AllowedPattern: \"\(.*\)\"$/\1/p" \
+               "${here}/storage.yaml")"
+  if [[ -z "$pattern" || ! "${rest#*:}" =~ ^(${pattern})$ ]]; then
+    echo "${rest%%:*}=${rest#*:} does not fit ${param}'s pattern ${pattern} in the templates:" \
+         "with the account id and the Region it names the S3 buckets, which S3 limits to 63" \
+         "characters (cloudformation/storage.yaml)." >&2
+    exit 2
+  fi
+done
+
 # Export names a template imports / exports, resolved for this project and
 # environment. The templates write both as !Sub "${ProjectName}-${EnvironmentName}-X".
 resolve() { local s; while IFS= read -r s; do

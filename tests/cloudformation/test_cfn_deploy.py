@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cfn_templates import ACCOUNT, REGION, param_default, render_sub
+from test_cfn_templates import ACCOUNT, REGION, longest_accepted, param_default, render_sub
 
 from cost.templates import CFN_DIR, TEMPLATE_NAMES
 
@@ -424,6 +424,32 @@ def test_project_and_environment_cannot_be_overridden_after_the_separator(deploy
     run = deploy("--", "ProjectName=other")
     assert run.returncode == 2 and "PROJECT_NAME" in run.stderr
     assert run.calls == []
+
+
+def test_names_longer_than_the_templates_accept_are_refused_before_any_call(
+    deploy, templates: dict[str, dict[str, Any]]
+) -> None:
+    longest = {
+        param: longest_accepted(templates["storage"]["Parameters"][param]["AllowedPattern"])
+        for param in ("ProjectName", "EnvironmentName")
+    }
+    fits = deploy(
+        "--dry-run",
+        project=longest["ProjectName"],
+        env=longest["EnvironmentName"],
+        existing=TEMPLATE_NAMES,
+    )
+    assert fits.returncode == 0, fits.stderr
+    assert len(fits.deploys) == len(TEMPLATE_NAMES)
+    for variable, kwargs in (
+        ("PROJECT_NAME", {"project": longest["ProjectName"] + "x"}),
+        ("ENVIRONMENT_NAME", {"env": longest["EnvironmentName"] + "x"}),
+        ("ENVIRONMENT_NAME", {"env": "Dev"}),
+    ):
+        run = deploy("--dry-run", **kwargs)
+        assert run.returncode == 2, run.stderr
+        assert f"{variable}=" in run.stderr and "63" in run.stderr and "storage.yaml" in run.stderr
+        assert run.calls == []
 
 
 def test_dry_run_on_a_fresh_account_previews_what_it_can_and_names_the_rest(

@@ -242,6 +242,17 @@ def test_deploy_sh_refuses_a_bad_parameter_file(
     assert deploy("--parameters", str(tmp_path / "missing.params")).returncode == 2
 
 
+def test_the_serverless_base_capacity_is_a_multiple_of_8_and_the_trial_keeps_8(
+    trial: dict[str, str], templates: dict[str, dict[str, Any]]
+) -> None:
+    """The Redshift guide allows 4 RPUs or a multiple of 8 up to 512 ("Compute capacity for
+    Amazon Redshift Serverless"); no zero-ETL page read says a 4-RPU workgroup can be a
+    target, so the template offers the multiples of 8 and the trial keeps 8 (docs/cost.md)."""
+    param = templates["warehouse_integration"]["Parameters"]["ServerlessBaseCapacity"]
+    assert param["AllowedValues"] == list(range(8, 513, 8))
+    assert int(trial["ServerlessBaseCapacity"]) == param["Default"] == 8
+
+
 @pytest.fixture(scope="module")
 def trial_dir(tmp_path_factory: pytest.TempPathFactory, trial: dict[str, str]) -> Path:
     """Every template with the trial values written in (the linters' substitution)."""

@@ -279,10 +279,16 @@ lock: | check-python ## [test] Regenerate the locks in requirements/ from their 
 clean: airflow-stop ## [start] Stop the local Airflow and the stack, delete environments and local data
 	rm -rf $(VENV) .local dbt/movielens_redshift/target dbt/movielens_redshift/logs
 
-# What the AWS estate costs (docs/cost.md): offline, from the templates and cost/prices/.
+# What the AWS estate costs (docs/cost.md): offline, from the templates and cost/prices/, in
+# an environment of its own that holds only PyYAML (built once, in seconds).
+$(VENV)/cost/.installed: requirements/cost.txt | check-python
+	rm -rf $(VENV)/cost && $(PYTHON) -m venv $(VENV)/cost
+	$(VENV)/cost/bin/pip install $(PIP_QUIET) -r $<
+	touch $@
+
 .PHONY: cost pause resume
-cost: $(VENV)/airflow/.installed ## [deploy] Monthly idle cost and per-run cost: defaults beside the trial estate (PARAMETERS=file, OVERRIDES="K=V ...", REGION=us-east-1)
-	$(AIRFLOW_PY) -m cost --region $(or $(REGION),us-east-1) $(if $(PARAMETERS),--parameters "$(PARAMETERS)") $(OVERRIDES)
+cost: $(VENV)/cost/.installed ## [deploy] Monthly idle cost and per-run cost: defaults beside the trial estate (PARAMETERS=file, OVERRIDES="K=V ...", REGION=us-east-1)
+	$(VENV)/cost/bin/python -m cost --region $(or $(REGION),us-east-1) $(if $(PARAMETERS),--parameters "$(PARAMETERS)") $(OVERRIDES)
 pause: ## [deploy] Stop what can be stopped in the AWS account (Aurora, a provisioned Redshift, the operator host); DRY_RUN=1 prints only
 	cloudformation/scripts/pause_resume.sh pause $(if $(DRY_RUN),--dry-run)
 resume: ## [deploy] Start what `make pause` stopped; DRY_RUN=1 prints only

@@ -30,8 +30,8 @@
 # the bundle was built for (S3 metadata airflow-version, written by `make deploy`):
 # it must equal the AirflowVersion the stack gets (AirflowVersion=... after `--`,
 # else the template default), and so must the version of an existing environment
-# (aws mwaa get-environment), unless ALLOW_AIRFLOW_VERSION_CHANGE=true (an upgrade
-# MWAA supports in place, see cloudformation/README.md).
+# (aws mwaa get-environment), unless ALLOW_AIRFLOW_VERSION_CHANGE=true (a change MWAA
+# makes in place; a major one only between 2.11.x and 3.x: cloudformation/README.md).
 set -euo pipefail
 
 STACKS=(network storage database warehouse_integration mwaa operations)
@@ -98,6 +98,21 @@ for o in ${overrides[@]+"${overrides[@]}"}; do
     *=*) ;;
     *) echo "override '${o}' is not Key=Value" >&2; exit 2 ;;
   esac
+done
+
+# The names must pass the templates' own patterns (one per name, the same in every template):
+# CloudFormation would refuse them only at the first stack. Their lengths keep every S3 bucket
+# name within 63 characters (storage.yaml).
+for pair in "ProjectName:PROJECT_NAME:${project}" "EnvironmentName:ENVIRONMENT_NAME:${env_name}"; do
+  param="${pair%%:*}" rest="${pair#*:}"
+  pattern="$(sed -n "/^  ${param}:/,/^  [A-Za-z]/s/^    AllowedPattern: \"\(.*\)\"$/\1/p" \
+               "${here}/storage.yaml")"
+  if [[ -z "$pattern" || ! "${rest#*:}" =~ ^(${pattern})$ ]]; then
+    echo "${rest%%:*}=${rest#*:} does not fit ${param}'s pattern ${pattern} in the templates:" \
+         "with the account id and the Region it names the S3 buckets, which S3 limits to 63" \
+         "characters (cloudformation/storage.yaml)." >&2
+    exit 2
+  fi
 done
 
 # Export names a template imports / exports, resolved for this project and
@@ -190,6 +205,19 @@ check_environment_version() {
     return 1
   fi
   [[ "$running" == "$target" ]] && return 0
+  # MWAA "Changing the Apache Airflow version": a major version changes in place only from the
+  # latest 2.11.x to 3.x, and back from 3.x to 2.11.x; from 2.10.3 and earlier, Airflow 3 takes
+  # a new environment. The update would fail in MWAA after the stack started it.
+  if [[ "${running%%.*}" != "${target%%.*}" && ! ( "$running" == 2.11.* && "$target" == 3.* ) \
+        && ! ( "$running" == 3.* && "$target" == 2.11.* ) ]]; then
+    echo "MWAA environment ${name} runs Airflow ${running}; MWAA changes the major version in place" \
+         "only between the latest 2.11 and 3.x, so not to ${target} (ALLOW_AIRFLOW_VERSION_CHANGE" \
+         "does not change that). Either upgrade to 2.11.0 first (make deploy AIRFLOW_TARGET=2.11.0," \
+         "then ALLOW_AIRFLOW_VERSION_CHANGE=true cloudformation/deploy.sh --only mwaa --" \
+         "AirflowVersion=2.11.0), then the same for ${target}; or create a new environment for" \
+         "${target} (another ENVIRONMENT_NAME) and move to it (README, \"Airflow versions\")." >&2
+    return 1
+  fi
   if [[ "${ALLOW_AIRFLOW_VERSION_CHANGE:-false}" == true ]]; then
     echo "==> MWAA environment ${name}: Airflow ${running} -> ${target} (ALLOW_AIRFLOW_VERSION_CHANGE=true)" >&2
     return 0

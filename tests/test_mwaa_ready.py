@@ -530,10 +530,68 @@ def test_startup_script_failure_is_loud_and_not_fatal(tmp_path: Path, wheelhouse
         assert "is not <venv>/bin/dbt" in result.stderr
 
 
+# MWAA's "Using a startup script with Amazon MWAA", "Reserved environment variables": MWAA
+# restores each of these after the startup script ran (PYTHONPATH from Airflow 2.9 on).
+MWAA_RESERVED_VARIABLES = frozenset(
+    {
+        "MWAA__AIRFLOW__COMPONENT",
+        "AIRFLOW__WEBSERVER__SECRET_KEY",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW_HOME",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__LOAD_EXAMPLES",
+        "AIRFLOW__METRICS__METRICS_BLOCK_LIST",
+        "SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__DEFAULT_QUEUE",
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE",
+        "AIRFLOW_VERSION",
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "PYTHONUNBUFFERED",
+        "AIRFLOW__METRICS__STATSD_ALLOW_LIST",
+        "AIRFLOW__METRICS__STATSD_ON",
+        "AIRFLOW__METRICS__STATSD_HOST",
+        "AIRFLOW__METRICS__STATSD_PORT",
+        "AIRFLOW__METRICS__STATSD_PREFIX",
+        "AIRFLOW__CELERY__WORKER_AUTOSCALE",
+        "AIRFLOW__CORE__DAG_CONCURRENCY",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG",
+        "AIRFLOW__CORE__PARALLELISM",
+        "AIRFLOW__SCHEDULER__PARSING_PROCESSES",
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT",
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__REGION",
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__PREDEFINED_QUEUES",
+        "AIRFLOW_SCHEDULER_ALLOWED_RUN_ID_PATTERN",
+        "AIRFLOW__WEBSERVER__BASE_URL",
+        "PYTHONPATH",
+    }
+)
+
+
+SHELL_WORD = r"""(?:[^\s"';&|]+|"[^"]*"|'[^']*')+"""
+
+
+def variables_set_by(script: str) -> set[str]:
+    """Names a shell script assigns, exports or unsets (comments left out)."""
+    code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+    names = set(re.findall(r"(?<![\w$])([A-Za-z_]\w*)\+?=(?!=)", code))
+    for words in re.findall(
+        rf"\b(?:export|declare[ \t]+-\w*x\w*|unset(?:[ \t]+-v)?)((?:[ \t]+{SHELL_WORD})+)", code
+    ):
+        for word in re.findall(SHELL_WORD, words):
+            names.update(re.findall(r"^[A-Za-z_]\w*", word))  # NAME or NAME=value
+    return names
+
+
 def test_startup_script_sets_no_option_the_environment_configuration_sets():
     """MWAA applies the environment's AirflowConfigurationOptions over whatever the startup
     script exports (aws/amazon-mwaa-docker-images .../mwaa/config/setup_environment.py): an
-    option set in both is dead in startup.sh. One source for each."""
+    option set in both is dead in startup.sh. One source for each, so startup.sh sets no
+    AIRFLOW__* at all, and none of the variables MWAA reserves (it restores them)."""
     template = load_template(REPO_ROOT / "cloudformation" / "mwaa.yaml")
     (environment,) = (
         resource
@@ -545,12 +603,30 @@ def test_startup_script_sets_no_option_the_environment_configuration_sets():
         for key in environment["Properties"]["AirflowConfigurationOptions"]
     }
     assert DBT_PATH_OPTION in configured
-    code = "\n".join(
-        line.split("#", 1)[0] for line in (REPO_ROOT / "startup.sh").read_text().splitlines()
-    )
-    assigned = set(re.findall(r"\b(AIRFLOW__\w+)=", code))
-    exported = set(re.findall(r"\b(?:export|declare -x)\s+(AIRFLOW__\w+)", code))
-    assert not (assigned | exported) & configured
+
+    def refused(names: set[str]) -> set[str]:
+        return {n for n in names if n.startswith("AIRFLOW__") or n in MWAA_RESERVED_VARIABLES}
+
+    set_here = variables_set_by((REPO_ROOT / "startup.sh").read_text())
+    assert not refused(set_here), refused(set_here)
+    assert not set_here & configured
+    # The check itself: each way a script can set one of them is seen, a read is not.
+    probe = """
+        export AIRFLOW__CORE__PARALLELISM=4   # a reserved option
+        AIRFLOW__MOVIELENS__FOO=1; export AIRFLOW__MOVIELENS__FOO
+        declare -x AWS_REGION
+        PYTHONPATH+=":/opt/extra"
+        unset AIRFLOW_CONN_AWS_DEFAULT
+        echo "${AIRFLOW_HOME:-x}" "${MWAA__AIRFLOW__COMPONENT}"  # export AIRFLOW__IN__COMMENT=1
+        [[ "$AIRFLOW_VERSION" == 2 ]]
+    """
+    assert refused(variables_set_by(probe)) == {
+        "AIRFLOW__CORE__PARALLELISM",
+        "AIRFLOW__MOVIELENS__FOO",
+        "AWS_REGION",
+        "PYTHONPATH",
+        "AIRFLOW_CONN_AWS_DEFAULT",
+    }
 
 
 def test_startup_script_leaves_a_strict_sourcing_shell_as_it_was(tmp_path: Path):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cfn_templates import ACCOUNT, REGION, param_default, render_sub
+from test_cfn_templates import ACCOUNT, REGION, longest_accepted, param_default, render_sub
 
 from cost.templates import CFN_DIR, TEMPLATE_NAMES
 
@@ -426,6 +426,32 @@ def test_project_and_environment_cannot_be_overridden_after_the_separator(deploy
     assert run.calls == []
 
 
+def test_names_longer_than_the_templates_accept_are_refused_before_any_call(
+    deploy, templates: dict[str, dict[str, Any]]
+) -> None:
+    longest = {
+        param: longest_accepted(templates["storage"]["Parameters"][param]["AllowedPattern"])
+        for param in ("ProjectName", "EnvironmentName")
+    }
+    fits = deploy(
+        "--dry-run",
+        project=longest["ProjectName"],
+        env=longest["EnvironmentName"],
+        existing=TEMPLATE_NAMES,
+    )
+    assert fits.returncode == 0, fits.stderr
+    assert len(fits.deploys) == len(TEMPLATE_NAMES)
+    for variable, kwargs in (
+        ("PROJECT_NAME", {"project": longest["ProjectName"] + "x"}),
+        ("ENVIRONMENT_NAME", {"env": longest["EnvironmentName"] + "x"}),
+        ("ENVIRONMENT_NAME", {"env": "Dev"}),
+    ):
+        run = deploy("--dry-run", **kwargs)
+        assert run.returncode == 2, run.stderr
+        assert f"{variable}=" in run.stderr and "63" in run.stderr and "storage.yaml" in run.stderr
+        assert run.calls == []
+
+
 def test_dry_run_on_a_fresh_account_previews_what_it_can_and_names_the_rest(
     deploy, templates: dict[str, dict[str, Any]]
 ) -> None:
@@ -596,11 +622,15 @@ def test_the_airflow_version_override_is_what_the_bundle_must_match(
     assert overrides(run.deploys[0])["AirflowVersion"] == other
 
 
+# A version MWAA moves in place to each stack default (a minor change).
+IN_PLACE_FROM = {"2.10.3": "2.10.1", "2.11.0": "2.10.3", "3.0.6": "2.11.0"}
+
+
 def test_an_environment_on_another_airflow_is_refused_unless_allowed(
     deploy, templates: dict[str, dict[str, Any]]
 ) -> None:
     default = param_default(templates["mwaa"], {"Ref": "AirflowVersion"})
-    other = MISMATCH[default]
+    other = IN_PLACE_FROM[default]
     env_name = f"{PROJECT}-{ENV}"
     run = deploy("--only", "mwaa", existing=TEMPLATE_NAMES, running=other)
     assert run.returncode == 1 and run.deploys == []
@@ -621,6 +651,41 @@ def test_an_environment_on_another_airflow_is_refused_unless_allowed(
     # The same version, or no environment yet: no question asked.
     assert ok(deploy("--only", "mwaa", existing=TEMPLATE_NAMES, running=default)).deploys
     assert ok(deploy("--only", "mwaa", existing=TEMPLATE_NAMES)).deploys
+
+
+@pytest.mark.parametrize(
+    ("running", "target", "allowed"),
+    [
+        ("2.10.3", "3.0.6", False),  # "Changing the Apache Airflow version": 2.11.x first
+        ("2.10.1", "3.0.6", False),
+        ("3.0.6", "2.10.3", False),  # back from 3.x only to 2.11.x
+        ("2.11.0", "3.0.6", True),
+        ("3.0.6", "2.11.0", True),
+        ("2.10.3", "2.11.0", True),
+    ],
+)
+def test_a_major_airflow_change_in_place_goes_only_between_2_11_and_3(
+    deploy, running: str, target: str, allowed: bool
+) -> None:
+    run = deploy(
+        "--only",
+        "mwaa",
+        "--",
+        f"AirflowVersion={target}",
+        existing=TEMPLATE_NAMES,
+        built_for=dict.fromkeys(MWAA_OBJECTS, target),
+        running=running,
+        ALLOW_AIRFLOW_VERSION_CHANGE="true",
+    )
+    if allowed:
+        assert ok(run).deployed_stacks == ["mwaa"]
+        assert overrides(run.deploys[0])["AirflowVersion"] == target
+        return
+    assert run.returncode == 1 and run.deploys == []
+    message = " ".join(run.stderr.split())
+    assert f"runs Airflow {running}" in message and f"not to {target}" in message
+    assert "AIRFLOW_TARGET=2.11.0" in message and "AirflowVersion=2.11.0" in message
+    assert "new environment" in message and "ENVIRONMENT_NAME" in message
 
 
 # ----------------------------------------------------------------- moto

@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
 from cost.templates import parameter_defaults, substitute_parameters
 
@@ -524,8 +526,14 @@ PURPOSES = {
     "ScriptsBucket": "scripts",
     "CuratedBucket": "curated",
     "MwaaBucket": "mwaa",
-    "AccessLogsBucket": "access-logs",
+    "AccessLogsBucket": "logs",
 }
+# The longest Region name AWS has: us-isof-south-1 (partition aws-iso-f), in cfn-lint's Region
+# table (cfnlint.helpers.REGIONS, the cfn-tools environment) and in the AWS SDK for Kotlin API
+# reference (Route 53 "VpcRegion": UsIsofSouth1). The commercial ones stop at 14
+# (ap-southeast-5). The test below checks it against both installed lists.
+LONGEST_REGION = "us-isof-south-1"
+NAME_PARAMETERS = ("ProjectName", "EnvironmentName")
 
 
 def assert_valid_bucket_name(name: str) -> None:
@@ -578,6 +586,53 @@ def test_bucket_names_are_unique_by_account_region_and_environment(
         if not any(a.startswith("s3:Replicate") for a in as_list(st["Action"]))
     }
     assert arns == {f"arn:aws:s3:::{raw}", f"arn:aws:s3:::{raw}/*"}
+
+
+def longest_accepted(pattern: str) -> str:
+    """The longest run of "a" that a parameter's AllowedPattern accepts (CloudFormation matches
+    the whole value)."""
+    return max((a for a in ("a" * n for n in range(1, 100)) if re.fullmatch(pattern, a)), key=len)
+
+
+def test_every_bucket_name_fits_63_characters_at_the_longest_names_and_region(
+    templates: dict[str, Any], cfn_tools_bin: Path
+) -> None:
+    """ProjectName and EnvironmentName take one pattern in every template, and at the longest
+    values it accepts every default bucket name is a valid S3 name in the longest Region."""
+    for param in NAME_PARAMETERS:
+        declared = {name: tpl["Parameters"][param] for name, tpl in templates.items()}
+        assert len({d["AllowedPattern"] for d in declared.values()}) == 1, (param, declared)
+        assert all("63 characters" in d["ConstraintDescription"] for d in declared.values())
+    cfn_lint_regions = subprocess.run(
+        [
+            str(require_tool(cfn_tools_bin, "python")),
+            "-c",
+            "from cfnlint.helpers import REGIONS; print(*REGIONS)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert LONGEST_REGION in cfn_lint_regions
+    regions = botocore_regions() | set(cfn_lint_regions)
+    assert max(map(len, regions)) == len(LONGEST_REGION), sorted(regions, key=len)[-3:]
+    tpl = templates["storage"]
+    longest = {
+        param: longest_accepted(tpl["Parameters"][param]["AllowedPattern"])
+        for param in NAME_PARAMETERS
+    }
+    names = {
+        logical: render_sub(
+            tpl,
+            props(bucket)["BucketName"],
+            {**longest, "AWS::AccountId": "123456789012", "AWS::Region": LONGEST_REGION},
+        )
+        for logical, bucket in resources(tpl, "AWS::S3::Bucket").items()
+    }
+    assert set(names) == set(PURPOSES)
+    for name in names.values():
+        assert_valid_bucket_name(name)
+    assert max(map(len, names.values())) == 63, names
 
 
 def test_the_local_stack_bucket_mirrors_the_raw_bucket(templates: dict[str, Any]) -> None:

@@ -11,7 +11,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -238,6 +242,17 @@ def test_deploy_sh_refuses_a_bad_parameter_file(
     assert deploy("--parameters", str(tmp_path / "missing.params")).returncode == 2
 
 
+def test_the_serverless_base_capacity_is_a_multiple_of_8_and_the_trial_keeps_8(
+    trial: dict[str, str], templates: dict[str, dict[str, Any]]
+) -> None:
+    """The Redshift guide allows 4 RPUs or a multiple of 8 up to 512 ("Compute capacity for
+    Amazon Redshift Serverless"); no zero-ETL page read says a 4-RPU workgroup can be a
+    target, so the template offers the multiples of 8 and the trial keeps 8 (docs/cost.md)."""
+    param = templates["warehouse_integration"]["Parameters"]["ServerlessBaseCapacity"]
+    assert param["AllowedValues"] == list(range(8, 513, 8))
+    assert int(trial["ServerlessBaseCapacity"]) == param["Default"] == 8
+
+
 @pytest.fixture(scope="module")
 def trial_dir(tmp_path_factory: pytest.TempPathFactory, trial: dict[str, str]) -> Path:
     """Every template with the trial values written in (the linters' substitution)."""
@@ -299,6 +314,41 @@ def test_make_cost_prints_both_estates_and_the_age_of_its_prices(
     assert "32,000,000 ratings (hop times scaled from 25M measured (assumed))" in out
     for key in USAGE:
         assert f"  {key} = " in out
+
+
+def test_make_cost_runs_in_an_environment_of_pyyaml_alone(tmp_path: Path) -> None:
+    """`make cost` builds .venv/cost from requirements/cost.txt (PyYAML, pinned) and runs there,
+    not in the Airflow environment; cost/ needs nothing more: it runs in a bare venv that holds
+    only the yaml package."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    prerequisites, recipe = re.search(r"^cost:([^#\n]*)##.*\n\t(.*)", makefile, re.M).groups()
+    assert prerequisites.split() == ["$(VENV)/cost/.installed"]
+    assert recipe.startswith("$(VENV)/cost/bin/python -m cost ")
+    (built,) = re.findall(r"^\$\(VENV\)/cost/\.installed: (\S+)", makefile, re.M)
+    pins = [
+        line
+        for line in (REPO / built).read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert len(pins) == 1 and re.fullmatch(r"PyYAML==\d+\.\d+\.\d+", pins[0]), pins
+    venv = tmp_path / "cost-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    for name in ("yaml", "_yaml"):  # PyYAML's package and its C extension's shim
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            shutil.copytree(next(iter(spec.submodule_search_locations)), site / name)
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "cost"],
+        cwd=REPO,
+        env={"PATH": os.environ["PATH"], "PYTHONNOUSERSITE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "TOTAL a month" in proc.stdout
 
 
 def test_make_cost_takes_the_same_overrides_as_deploy_sh_and_refuses_unpriced_values() -> None:

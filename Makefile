@@ -172,15 +172,25 @@ dbt-docs: venvs ## [start] Serve the dbt docs site the transform DAG published (
 demo: venvs ## [start] Set up everything, start the local Airflow and run both DAGs through its scheduler (MOVIELENS_ARCHIVE=path: another archive)
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
+# Everything the whole suite uses, built side by side (downloads and installs mostly wait on
+# the network and the disk).
+TEST_ENVIRONMENTS := venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser $(VENV)/cost/.installed $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete
+# Two pytest workers: most of the suite waits on one process at a time (`airflow dags test`, dbt,
+# a scheduler's tasks), so a second worker uses the second core. Each test module stays on one
+# worker (tests/conftest.py groups them), and so does everything that uses the scheduler.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup
+
 .PHONY: test
-test: scan-secrets venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete ## [test] Run the whole test suite (starts and stops its own stack)
-	$(AIRFLOW_PY) -m pytest
+test: ## [test] Run the whole test suite (builds what it needs, starts and stops its own stack)
+	$(MAKE) --no-print-directory -j4 scan-secrets $(TEST_ENVIRONMENTS)
+	$(AIRFLOW_PY) -m pytest $(PYTEST_PARALLEL)
 
 # The fast tier for a contributor's loop: no server, no DAG run, no dbt command, no browser, no
 # whole-repository linter (`make lint` and `make test` run those).
 .PHONY: test-unit
 test-unit: $(VENV)/airflow/.installed dbt-manifest ## [test] Run the unit tier: every test neither integration nor tools (no server, DAG run, dbt, browser or linter)
-	$(AIRFLOW_PY) -m pytest -m "not integration and not tools"
+	$(AIRFLOW_PY) -m pytest $(PYTEST_PARALLEL) -m "not integration and not tools"
 
 .PHONY: bench-dag-costs
 bench-dag-costs: venvs ## [benchmark] DagBag parse time (manifest vs dbt ls) and the dbt part of a run under Cosmos LOCAL and WATCHER

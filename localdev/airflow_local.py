@@ -40,6 +40,18 @@ class AirflowError(RuntimeError):
     """The local Airflow did not start or a run did not end as expected; the message says why."""
 
 
+def restart_reason(running_with: dict | None, wanted: dict) -> str | None:
+    """Why the running components (started with ``running_with``, None when none runs) must
+    restart to start as ``wanted`` (an archive and a digest of each extra setting), or None."""
+    if running_with is None or running_with == wanted:
+        return None
+    if running_with["archive"] != wanted["archive"]:
+        return f"the archive {running_with['archive']}: restarting it to read {wanted['archive']}"
+    before, after = running_with["settings"], wanted["settings"]
+    changed = sorted(key for key in {*before, *after} if before.get(key) != after.get(key))
+    return f"other settings: restarting it for {', '.join(changed)}"
+
+
 class LocalAirflow:
     """The local Airflow's processes, credentials and REST API, under one home folder."""
 
@@ -103,20 +115,9 @@ class LocalAirflow:
         env = self.env()
         archive = env["AIRFLOW__MOVIELENS__ARCHIVE_PATH"]
         wanted = self._fingerprint(archive)
-        running_with = self._started_with()
         # The components read their settings when they start: a change needs a restart.
-        if running_with is not None and running_with != wanted:
-            if running_with.get("archive") != archive:
-                reason = (
-                    f"the archive {running_with.get('archive')}: restarting it to read {archive}"
-                )
-            else:
-                changed = sorted(
-                    key
-                    for key in {**running_with["settings"], **wanted["settings"]}
-                    if running_with["settings"].get(key) != wanted["settings"].get(key)
-                )
-                reason = f"other settings: restarting it for {', '.join(changed)}"
+        reason = restart_reason(self._started_with(), wanted)
+        if reason:
             print(f"The local Airflow runs with {reason}.", flush=True)
             self.stop()
         started = [name for name in COMPONENTS if self._pid(name) is None]

@@ -46,6 +46,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for marker, fixtures in TIER_FIXTURES.items():
             if fixtures & used:
                 item.add_marker(getattr(pytest.mark, marker))
+        # pytest-xdist's --dist loadgroup (make test): a module's tests run on one worker, which
+        # builds the module's fixtures once; so do all that use the scheduler, which starts once.
+        group = "scheduler" if "scheduler_airflow" in used else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import signal
 import time
 import zipfile
 from collections.abc import Iterator
@@ -289,6 +288,22 @@ ACTIVE_QUERIES = (
 )
 
 
+def build_held_on_the_last_model(stack: LocalStack, scheduler: int) -> psutil.Process:
+    """The `dbt build` under ``scheduler`` once it waits on the last model's table (locked by
+    the caller) with nothing else left to do: every other model and test is done."""
+    faults.wait_until(
+        lambda: stack.query("warehouse", KILLED_MODEL_WAITING)[0][0], 300, "the build to wait"
+    )
+    (build,) = faults.dbt_processes(scheduler, "build")
+    faults.wait_until(  # the model's rename is the only query left, dbt has nothing to do
+        lambda: faults.is_idle(build) and stack.query("warehouse", ACTIVE_QUERIES)[0][0] == 1,
+        300,
+        "the rest of the build",
+        every=0,
+    )
+    return build
+
+
 @pytest.fixture(scope="module")
 def transform_drill(
     airflow: LocalAirflow, local_stack: LocalStack, load_drill: LoadDrill
@@ -380,17 +395,8 @@ def transform_drill(
         # 3. dbt's build of the last model waits on a lock; once nothing else is left to
         # build, its process is SIGKILLed.
         model_lock = lock("warehouse", f"analytics.{KILLED_MODEL}")
-        faults.wait_until(
-            lambda: stack.query("warehouse", KILLED_MODEL_WAITING)[0][0], 300, "the build to wait"
-        )
         scheduler = faults.component_pid(airflow, "scheduler")
-        (build,) = faults.dbt_processes(scheduler, "build")
-        faults.wait_until(  # the model's rename is the only query left, dbt has nothing to do
-            lambda: faults.is_idle(build) and stack.query("warehouse", ACTIVE_QUERIES)[0][0] == 1,
-            300,
-            "the rest of the build",
-            every=0,
-        )
+        build_held_on_the_last_model(stack, scheduler)
         drill.second_states.append(run_state(airflow, TRANSFORM_DAG_ID, drill.second))
         drill.killed = faults.kill_dbt(scheduler, "build")
         model_lock.commit()
@@ -606,107 +612,3 @@ def test_after_the_drills_the_analytics_hold_each_key_once(
             f"select count(*), count(distinct ({key})) from movielens_database.{table.name}",
         )
         assert rows == keys == len(csv_rows[table.name]), table.name
-
-
-# --- the timeout drill ----------------------------------------------------------------------
-
-# [movielens] dbt_timeout_minutes during the drill: time enough for the build to reach the
-# last model, so that a stopped dbt, not a slow one, is what times out.
-DRILL_DBT_TIMEOUT_MINUTES = 1.5
-MODEL_TASK = f"{DBT_TASK_GROUP_ID}.{KILLED_MODEL}.run"
-
-
-@dataclass
-class TimeoutDrill:
-    run_id: str
-    run: dict
-    stopped: list[psutil.Process]  # every dbt process the drill stopped
-    tries: dict[str, list[dict]]  # the producer's and the model task's tries
-    logs: dict[str, str]  # the log of the last try of each
-    alarms: list[dict]
-    next_run: dict
-
-
-@pytest.fixture(scope="module")
-def timeout_drill(
-    airflow: LocalAirflow, local_stack: LocalStack, transform_drill: TransformDrill
-) -> Iterator[TimeoutDrill]:
-    """The dbt tasks bounded to 1.5 minutes; each dbt process of a transform run stopped
-    (SIGSTOP) while it builds the last model, until the run ends; then the session's bound
-    again, and the next run."""
-    bound = {"AIRFLOW__MOVIELENS__DBT_TIMEOUT_MINUTES": str(DRILL_DBT_TIMEOUT_MINUTES)}
-    bounded = LocalAirflow(
-        local_stack, airflow.home, airflow.port, settings={**airflow.settings, **bound}
-    )
-    scheduler_before = faults.component_pid(airflow, "scheduler")
-    assert bounded.start() is True  # a new setting: restarted to read it
-    assert faults.component_pid(airflow, "scheduler") != scheduler_before
-    session = local_stack.connect("warehouse")  # holds the last model's build
-    stopped: list[psutil.Process] = []
-    try:
-        session.cursor().execute(f"lock table analytics.{KILLED_MODEL} in access exclusive mode")
-        airflow.unpause(TRANSFORM_DAG_ID)
-        run_id = airflow.trigger(TRANSFORM_DAG_ID)
-        scheduler = faults.component_pid(airflow, "scheduler")
-        while run_state(airflow, TRANSFORM_DAG_ID, run_id) not in FINISHED:
-            if local_stack.query("warehouse", KILLED_MODEL_WAITING)[0][0]:
-                for process in faults.dbt_processes(scheduler):
-                    if process.pid not in {known.pid for known in stopped}:
-                        process.send_signal(signal.SIGSTOP)
-                        stopped.append(process)
-            time.sleep(0.5)
-        session.rollback()
-        run = airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout=60)
-        tries = {
-            task_id: airflow.api(
-                "GET", f"dags/{TRANSFORM_DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
-            )["task_instances"]
-            for task_id in (PRODUCER, MODEL_TASK)
-        }
-        logs = {
-            task_id: airflow.task_log(
-                TRANSFORM_DAG_ID, run_id, task_id, tries[task_id][-1]["try_number"]
-            )
-            for task_id in tries
-        }
-        alarms = local_stack.receive_alarms(run_id, count=2)
-    finally:
-        session.close()
-        airflow.start()  # the session's settings again: a restart
-    next_run = airflow.wait_for_run(TRANSFORM_DAG_ID, airflow.trigger(TRANSFORM_DAG_ID), 600)
-    yield TimeoutDrill(run_id, run, stopped, tries, logs, alarms, next_run)
-
-
-def test_a_stopped_dbt_ends_in_a_timeout_within_its_bound_and_is_gone(
-    timeout_drill: TimeoutDrill,
-):
-    drill = timeout_drill
-    assert len(drill.stopped) >= 2, "the build and the model's own run were not both stopped"
-    bound = DRILL_DBT_TIMEOUT_MINUTES * 60
-    # The build's only try, and the model's last (its retry runs the model alone), each ended
-    # by its bound (plus the seconds of its callbacks), not by waiting for ever.
-    producer_try, model_try = drill.tries[PRODUCER][0], drill.tries[MODEL_TASK][-1]
-    assert (model_try["try_number"], model_try["state"]) == (2, "failed")
-    for try_ in (producer_try, model_try):
-        assert bound <= try_["duration"] < bound + 30, try_
-    assert "AirflowTaskTimeout" in drill.logs[MODEL_TASK]
-    assert drill.tries[PRODUCER][-1]["state"] == "skipped"  # one `dbt build` per run
-    assert drill.run["state"] == "failed"
-    # Not one of the stopped dbt processes outlived its task.
-    for process in drill.stopped:
-        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, process
-
-
-def test_the_timed_out_task_is_notified_and_the_next_run_completes(timeout_drill: TimeoutDrill):
-    drill = timeout_drill
-    by_subject = {alarm["Subject"]: alarm["Message"] for alarm in drill.alarms}
-    task_subject = f"[movielens] failed: {TRANSFORM_DAG_ID} {MODEL_TASK}"
-    assert set(by_subject) == {task_subject, f"[movielens] run failed: {TRANSFORM_DAG_ID}"}
-    message = by_subject[task_subject]
-    assert f"Task: {MODEL_TASK} (try 2 of 2)" in message
-    assert "AirflowTaskTimeout: Timeout" in message
-    # max_active_runs=1 holds no later run behind the one that timed out.
-    assert drill.next_run["state"] == "success"
-    assert datetime.fromisoformat(drill.next_run["start_date"]) >= datetime.fromisoformat(
-        drill.run["end_date"]
-    )

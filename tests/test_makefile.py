@@ -39,9 +39,36 @@ def test_help_groups_every_target_and_starts_with_demo() -> None:
         assert block.strip(), f"{group} lists no target"
 
 
+def make_dry_run(*args: str) -> list[str]:
+    """The commands ``make`` would run for ``args``, in order, running none."""
+    return subprocess.run(
+        ["make", "--no-print-directory", "--dry-run", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+
+
 def test_clean_stops_the_local_airflow_before_deleting_its_environment() -> None:
+    commands = make_dry_run("clean")
+    stop = next(i for i, line in enumerate(commands) if "localdev.airflow_local stop" in line)
+    delete = next(i for i, line in enumerate(commands) if line.startswith("rm -rf .venv"))
+    assert stop < delete
+
+
+def test_the_no_docker_path_refuses_a_host_it_cannot_serve_and_names_docker_compose() -> None:
+    refused = subprocess.run(
+        ["make", "--no-print-directory", "check-platform", "HOST_PLATFORM=Darwin arm64"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0
+    assert "needs Linux on x86_64" in refused.stdout and "this is Darwin arm64" in refused.stdout
+    (docker_target,) = re.findall(r"Use docker compose instead: make ([a-z-]+)", refused.stdout)
+    assert docker_target in documented_targets()
+    # The dbt environment, built from the MWAA wheels, checks it first.
     makefile = (REPO_ROOT / "Makefile").read_text()
-    (prerequisites,) = re.findall(r"^clean:([^#\n]*)", makefile, re.M)
-    assert "airflow-stop" in prerequisites.split()
-    (stop_recipe,) = re.findall(r"^airflow-stop:.*\n\t(.*)", makefile, re.M)
-    assert "localdev.airflow_local stop" in stop_recipe
+    (prerequisites,) = re.findall(r"^\$\(VENV\)/dbt/\.installed:(.*)$", makefile, re.M)
+    assert "check-platform" in prerequisites.split()

@@ -40,6 +40,8 @@ TIER_FIXTURES = {
 }
 
 
+# Before xdist's own hook, which reads the groups into the node ids.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))

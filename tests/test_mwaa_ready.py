@@ -153,7 +153,7 @@ def test_plugin_manager_loads_none_of_our_modules(bundle: Path, tmp_path: Path):
 
     (plugins / ".airflowignore").unlink()
     unignored = plugin_load(TARGET.interpreter, plugins)
-    assert {"pipeline", "dbt_config", "settings"} <= set(unignored["modules"]), unignored
+    assert {"transform_tasks", "dbt_config", "settings"} <= set(unignored["modules"]), unignored
 
 
 def imported_pipeline_modules(path: Path, plugins: Path, seen: set[str]) -> set[str]:

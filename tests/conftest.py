@@ -16,6 +16,9 @@ from localdev.airflow_env import BUNDLED_ARCHIVE, airflow_base_env, build_dbt_ma
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The known-answer checks assert in a helper module: pytest rewrites its asserts as a test's.
+pytest.register_assert_rewrite("known_answers")
+
 # Airflow reads its configuration when first imported: point it at a throwaway home first.
 os.environ.update(
     airflow_base_env(Path(tempfile.mkdtemp(prefix="movielens-airflow-home-")), runtime="local")

@@ -113,6 +113,18 @@ browser: ## [test] Install Debian's chromium and chromium-driver if missing (the
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	  else echo "install chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 2; fi; }
 
+# The Docker engine and tools the compose test uses: Debian's docker.io (dockerd and its CLI),
+# docker-compose (Compose v1) and mmdebstrap (the stand-in images' root filesystem).
+.PHONY: docker-packages docker-engine docker-engine-stop
+docker-packages: ## [test] Install Debian's docker.io, docker-compose and mmdebstrap if missing (the compose test needs them)
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose mmdebstrap; \
+	  else echo "install docker.io, docker-compose and mmdebstrap (sudo apt-get install docker.io docker-compose mmdebstrap)"; exit 2; fi; }
+docker-engine: docker-packages ## [operate] Start dockerd (as root) unless a Docker engine answers; `make docker-engine-stop` stops it
+	docker/engine.sh start
+docker-engine-stop: ## [operate] Stop the dockerd `make docker-engine` started
+	docker/engine.sh stop
+
 .PHONY: venvs cfn-tools airflow211 airflow3 sqlfluff-tools
 venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## [test] Build the Airflow, dbt and local-stack environments
 cfn-tools: $(VENV)/cfn/.installed ## [test] Build the cfn-lint/checkov environment
@@ -149,6 +161,12 @@ airflow: venvs dbt-manifest ## [start] Start the local stack and a real Airflow 
 	$(AIRFLOW_PY) -m localdev.airflow_local start
 airflow-stop: ## [start] Stop the local Airflow and the stack (their data stays in .local/)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.airflow_local stop; fi
+
+# The upstream images docker-compose.yaml names, built locally from Debian and PyPI packages where
+# no image registry is reachable.
+.PHONY: compose-images
+compose-images: ## [operate] Build local stand-ins of the images docker-compose.yaml names, from packages (no image registry)
+	docker/standins/build.sh
 
 .PHONY: dbt-docs
 dbt-docs: venvs ## [start] Serve the dbt docs site the transform DAG published (http://127.0.0.1:8081, MOVIELENS_DBT_DOCS_PORT)

@@ -162,11 +162,39 @@ airflow: venvs dbt-manifest ## [start] Start the local stack and a real Airflow 
 airflow-stop: ## [start] Stop the local Airflow and the stack (their data stays in .local/)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.airflow_local stop; fi
 
-# The upstream images docker-compose.yaml names, built locally from Debian and PyPI packages where
-# no image registry is reachable.
-.PHONY: compose-images
+# docker compose (docker-compose.yaml): only Docker on the host. Compose v2 (`docker compose`) when
+# the Docker CLI has it, else v1 (`docker-compose`); the compose test and benchmark pass their own,
+# with a project name and an env file.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The upstream images docker-compose.yaml names: `standins` builds local stand-ins of them when one
+# is missing (docker/standins/build.sh: from Debian and PyPI packages, no image registry needed);
+# `upstream` pulls the real ones.
+MOVIELENS_COMPOSE_IMAGES ?= standins
+# The CA bundle pip trusts inside the image builds, when it exists (where a TLS-intercepting proxy
+# sits on the route to PyPI): copied into .local/compose/ for docker/airflow/Dockerfile.
+MOVIELENS_BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
+export MOVIELENS_BUILD_CA
+
+.PHONY: compose-images compose-up compose-demo compose-down
 compose-images: ## [operate] Build local stand-ins of the images docker-compose.yaml names, from packages (no image registry)
 	docker/standins/build.sh
+compose-up: ## [start] docker compose up -d: the images, then every service (UI on http://127.0.0.1:18080 by default, ports in .env)
+	@case "$(MOVIELENS_COMPOSE_IMAGES)" in \
+	  standins) docker/standins/build.sh --if-missing ;; \
+	  upstream) $(COMPOSE) pull --ignore-pull-failures ;; \
+	  *) echo "MOVIELENS_COMPOSE_IMAGES=$(MOVIELENS_COMPOSE_IMAGES): standins or upstream"; exit 2 ;; \
+	esac
+	@mkdir -p .local/compose && rm -f .local/compose/build-ca.crt
+	@if [ -f "$(MOVIELENS_BUILD_CA)" ]; then cp "$(MOVIELENS_BUILD_CA)" .local/compose/build-ca.crt; fi
+	$(COMPOSE) build $(if $(filter upstream,$(MOVIELENS_COMPOSE_IMAGES)),--pull) secrets
+	$(COMPOSE) up -d
+	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-webserver 8080), user admin; its password:" \
+	  "$(COMPOSE) exec airflow-webserver cat /opt/airflow/secrets/admin_password"
+compose-demo: compose-up ## [start] Both DAGs through the containers' Airflow (the load's Datasets start the transform), then the summary of `make demo`
+	$(COMPOSE) exec -T -e PYTHONPATH=/opt/airflow/plugins airflow-webserver \
+	  bash -c '. /opt/airflow/secrets/airflow.env && exec python -m localdev.compose_demo'
+compose-down: ## [start] docker compose down -v: removes the stack's containers, network and volumes (images stay)
+	$(COMPOSE) down -v --remove-orphans
 
 .PHONY: dbt-docs
 dbt-docs: venvs ## [start] Serve the dbt docs site the transform DAG published (http://127.0.0.1:8081, MOVIELENS_DBT_DOCS_PORT)

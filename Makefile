@@ -166,27 +166,30 @@ airflow-stop: ## [start] Stop the local Airflow and the stack (their data stays 
 # the Docker CLI has it, else v1 (`docker-compose`); the compose test and benchmark pass their own,
 # with a project name and an env file.
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-# The upstream images docker-compose.yaml names: `standins` builds local stand-ins of them when one
-# is missing (docker/standins/build.sh: from Debian and PyPI packages, no image registry needed);
-# `upstream` pulls the real ones.
-MOVIELENS_COMPOSE_IMAGES ?= standins
+# The upstream images docker-compose.yaml names. `auto`: those missing are pulled, or built as
+# local stand-ins where no registry answers (docker/standins/build.sh: from Debian and PyPI
+# packages); `standins`: the stand-ins, built (or found in Docker's cache); `upstream`: the real
+# ones, pulled again.
+MOVIELENS_COMPOSE_IMAGES ?= auto
 # The CA bundle pip trusts inside the image builds, when it exists (where a TLS-intercepting proxy
 # sits on the route to PyPI): copied into .local/compose/ for docker/airflow/Dockerfile.
 MOVIELENS_BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
 export MOVIELENS_BUILD_CA
 
-.PHONY: compose-images compose-up compose-demo compose-down
+.PHONY: compose-images compose-build compose-up compose-demo compose-down
 compose-images: ## [operate] Build local stand-ins of the images docker-compose.yaml names, from packages (no image registry)
 	docker/standins/build.sh
-compose-up: ## [start] docker compose up -d: the images, then every service (UI on http://127.0.0.1:18080 by default, ports in .env)
+compose-build: ## [operate] Build the compose image (docker/airflow/Dockerfile), its base first when missing (MOVIELENS_COMPOSE_IMAGES)
 	@case "$(MOVIELENS_COMPOSE_IMAGES)" in \
-	  standins) docker/standins/build.sh --if-missing ;; \
+	  auto) docker/standins/build.sh --if-missing ;; \
+	  standins) docker/standins/build.sh ;; \
 	  upstream) $(COMPOSE) pull --ignore-pull-failures ;; \
-	  *) echo "MOVIELENS_COMPOSE_IMAGES=$(MOVIELENS_COMPOSE_IMAGES): standins or upstream"; exit 2 ;; \
+	  *) echo "MOVIELENS_COMPOSE_IMAGES=$(MOVIELENS_COMPOSE_IMAGES): auto, standins or upstream"; exit 2 ;; \
 	esac
 	@mkdir -p .local/compose && rm -f .local/compose/build-ca.crt
 	@if [ -f "$(MOVIELENS_BUILD_CA)" ]; then cp "$(MOVIELENS_BUILD_CA)" .local/compose/build-ca.crt; fi
 	$(COMPOSE) build $(if $(filter upstream,$(MOVIELENS_COMPOSE_IMAGES)),--pull) secrets
+compose-up: compose-build ## [start] docker compose up -d: the images, then every service (UI on http://127.0.0.1:18080 by default, ports in .env)
 	$(COMPOSE) up -d
 	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-webserver 8080), user admin; its password:" \
 	  "$(COMPOSE) exec airflow-webserver cat /opt/airflow/secrets/admin_password"

@@ -48,7 +48,8 @@ def wait_until_healthy(airflow: LocalAirflow, timeout: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--healthy-timeout", type=float, default=600, help="seconds")
-    parser.add_argument("--run-timeout", type=float, default=900, help="seconds for both runs")
+    # Generous: a run takes 1.5-5 minutes here, more on a laptop whose Docker has two cores.
+    parser.add_argument("--run-timeout", type=float, default=1800, help="seconds for both runs")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="compose-demo-") as home:
         airflow = LocalAirflow(LocalStack(Path(home) / "stack"), Path(home), port=WEBSERVER_PORT)

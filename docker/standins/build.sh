@@ -3,7 +3,8 @@
 # for machines that reach Debian's and PyPI's package archives but no image registry:
 #
 #   docker/standins/build.sh [base|python|postgres|moto|airflow]...   (default: all, in order)
-#   docker/standins/build.sh --if-missing    all, unless every upstream-named image is present
+#   docker/standins/build.sh --if-missing    only those of the upstream images that are neither
+#                                             present nor pullable (with base and python)
 #
 #   base      movielens-standin/debian:bookworm   a Debian bookworm root filesystem (mmdebstrap)
 #   python    movielens-standin/python:3.11       base + this machine's own CPython 3.11
@@ -120,11 +121,19 @@ build_airflow() {
 
 images=("$@")
 if [[ "${images[*]}" == --if-missing ]]; then
-  if docker image inspect "${UPSTREAM[@]}" >/dev/null 2>&1; then
+  images=()
+  for name in postgres moto airflow; do
+    if ! docker image inspect "${UPSTREAM[${name}]}" >/dev/null 2>&1 &&
+      ! docker pull --quiet "${UPSTREAM[${name}]}" >/dev/null 2>&1; then
+      log "${UPSTREAM[${name}]} is missing and cannot be pulled: building a stand-in"
+      images+=("${name}")
+    fi
+  done
+  if ((${#images[@]} == 0)); then
     log "${UPSTREAM[*]} are present"
     exit 0
   fi
-  images=()
+  images=(base python "${images[@]}")
 fi
 if ((${#images[@]} == 0)); then
   images=(base python postgres moto airflow)

@@ -192,7 +192,7 @@ compose-build: ## [operate] Build the compose image (docker/airflow/Dockerfile),
 compose-up: compose-build ## [start] docker compose up -d: the images, then every service (UI on http://127.0.0.1:18080 by default, ports in .env)
 	$(COMPOSE) up -d
 	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-webserver 8080), user admin; its password:" \
-	  "$(COMPOSE) exec airflow-webserver cat /opt/airflow/secrets/admin_password"
+	  "$(COMPOSE) exec airflow-webserver cat /opt/airflow/secrets/airflow_admin_password"
 compose-demo: compose-up ## [start] Both DAGs through the containers' Airflow (the load's Datasets start the transform), then the summary of `make demo`
 	$(COMPOSE) exec -T -e PYTHONPATH=/opt/airflow/plugins airflow-webserver \
 	  bash -c '. /opt/airflow/secrets/airflow.env && exec python -m localdev.compose_demo'

@@ -24,7 +24,7 @@ from localdev.airflow_local import AirflowError, LocalAirflow
 from localdev.demo import LOAD_DAG, TRANSFORM_DAG, format_summary, run_through_scheduler
 from localdev.stack import LocalStack
 
-ADMIN_PASSWORD_FILE = Path("/opt/airflow/secrets/admin_password")
+ADMIN_PASSWORD_FILE = Path("/opt/airflow/secrets/airflow_admin_password")
 # The webserver as its own container reaches it; the host reaches it on the published port.
 WEBSERVER_PORT = 8080
 HEALTHY_COMPONENTS = {"metadatabase", "scheduler", "triggerer"}

@@ -793,23 +793,24 @@ def test_docker_compose_starts_a_component_as_mwaa_does(tmp_path: Path):
 
 def test_compose_secrets_are_generated_once_or_chosen_in_env(tmp_path: Path):
     folder = tmp_path / "secrets"
-    first = generate_compose_secrets(folder, PG_PASSWORD="chosen pass/word")
+    chosen = "a value chosen in .env, with / and :"
+    first = generate_compose_secrets(folder, PG_PASSWORD=chosen)
     files = {path.name: path for path in folder.iterdir()}
     variables = load_compose()["services"]["secrets"]["environment"]
     # One file per variable the secrets service passes from .env, and airflow.env.
     assert len(files) == len(variables) + 1 and "airflow.env" in files
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in files.values())
     values = {name: path.read_text() for name, path in files.items() if name != "airflow.env"}
-    assert values["pg_password"] == "chosen pass/word"
+    assert values["pg_password"] == chosen
     generated = [value for name, value in values.items() if name != "pg_password"]
     assert min(len(value) for value in generated) >= 16
     assert len(set(generated)) == len(generated)
-    assert len(base64.urlsafe_b64decode(values["fernet_key"])) == 32
+    assert len(base64.urlsafe_b64decode(values["airflow_fernet_key"])) == 32
     # The values never reach the output; the connections carry them URL-quoted.
     assert not [value for value in values.values() if value in first.stdout + first.stderr]
     airflow_env = exported(files["airflow.env"])
     aurora = urlsplit(airflow_env["AIRFLOW_CONN_MOVIELENS_AURORA"])
-    assert unquote(aurora.password) == "chosen pass/word"
+    assert unquote(aurora.password) == chosen
 
     # A second start keeps them all, whatever .env says now, and says so without the value.
     second = generate_compose_secrets(folder, PG_PASSWORD="changed", AIRFLOW_ADMIN_PASSWORD="")

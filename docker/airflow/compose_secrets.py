@@ -23,24 +23,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
-# Each secret's file, and the .env variable that may choose it.
-SECRETS = {
-    "airflow_db_password": "AIRFLOW_DB_PASSWORD",
-    "pg_password": "PG_PASSWORD",
-    "admin_password": "AIRFLOW_ADMIN_PASSWORD",
-    "fernet_key": "AIRFLOW_FERNET_KEY",
-    "webserver_secret_key": "AIRFLOW_WEBSERVER_SECRET_KEY",
-    "s3_access_key_id": "S3_ACCESS_KEY_ID",
-    "s3_secret_access_key": "S3_SECRET_KEY",
-}
+# The .env variable that may choose each secret; the secret's file is its name in lower case.
+SECRETS = (
+    "AIRFLOW_DB_PASSWORD",
+    "PG_PASSWORD",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_WEBSERVER_SECRET_KEY",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_KEY",
+)
 AIRFLOW_ENV = "airflow.env"
 
 
-def new_secret(name: str) -> str:
-    """A random value of the kind ``name`` needs (a Fernet key is 32 bytes, URL-safe base64)."""
-    if name == "fernet_key":
+def new_secret(variable: str) -> str:
+    """A random value of the kind ``variable`` needs (a Fernet key: 32 bytes, URL-safe base64)."""
+    if variable == "AIRFLOW_FERNET_KEY":
         return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    if name == "s3_access_key_id":
+    if variable == "S3_ACCESS_KEY_ID":
         return "LOCAL" + secrets.token_hex(8).upper()
     return secrets.token_urlsafe(24)
 
@@ -52,42 +52,40 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def ensure_secrets(folder: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """Every secret by name: kept from FOLDER, else taken from ``env``, else generated."""
+    """Every secret by its variable: kept from FOLDER, else taken from ``env``, else generated."""
     values = {}
-    for name, variable in SECRETS.items():
-        path = folder / name
+    for variable in SECRETS:
+        path = folder / variable.lower()
         chosen = env.get(variable, "")
         if not path.is_file():
-            _write_private(path, chosen or new_secret(name))
+            _write_private(path, chosen or new_secret(variable))
         elif chosen and chosen != path.read_text():
             print(
                 f"compose_secrets: {variable} in .env is not the value this stack was created "
                 "with; the stack keeps its own (`docker compose down -v` starts anew)"
             )
-        values[name] = path.read_text()
+        values[variable] = path.read_text()
     return values
 
 
 def airflow_variables(values: Mapping[str, str]) -> dict[str, str]:
     """The Airflow settings and connections that carry the secrets, for the compose services."""
-    pg_password = quote(values["pg_password"], safe="")
+    quoted = {variable: quote(value, safe="") for variable, value in values.items()}
     return {
-        "AIRFLOW__CORE__FERNET_KEY": values["fernet_key"],
-        "AIRFLOW__WEBSERVER__SECRET_KEY": values["webserver_secret_key"],
+        "AIRFLOW__CORE__FERNET_KEY": values["AIRFLOW_FERNET_KEY"],
+        "AIRFLOW__WEBSERVER__SECRET_KEY": values["AIRFLOW_WEBSERVER_SECRET_KEY"],
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
-            f"postgresql+psycopg2://airflow:{quote(values['airflow_db_password'], safe='')}"
-            "@airflow-db:5432/airflow"
+            f"postgresql+psycopg2://airflow:{quoted['AIRFLOW_DB_PASSWORD']}@airflow-db:5432/airflow"
         ),
         "AIRFLOW_CONN_AWS_DEFAULT": (
-            f"aws://{quote(values['s3_access_key_id'], safe='')}:"
-            f"{quote(values['s3_secret_access_key'], safe='')}@"
+            f"aws://{quoted['S3_ACCESS_KEY_ID']}:{quoted['S3_SECRET_KEY']}@"
             "?region_name=us-east-1&endpoint_url=http%3A%2F%2Fs3%3A5000"
         ),
         "AIRFLOW_CONN_MOVIELENS_AURORA": (
-            f"postgres://postgres:{pg_password}@aurora:5432/transactional"
+            f"postgres://postgres:{quoted['PG_PASSWORD']}@aurora:5432/transactional"
         ),
         "AIRFLOW_CONN_MOVIELENS_REDSHIFT": (
-            f"postgres://postgres:{pg_password}@warehouse:5432/analytics_movie_insights"
+            f"postgres://postgres:{quoted['PG_PASSWORD']}@warehouse:5432/analytics_movie_insights"
         ),
     }
 

@@ -208,7 +208,7 @@ demo: venvs ## [start] Set up everything, start the local Airflow and run both D
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 .PHONY: test
-test: scan-secrets venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete ## [test] Run the whole test suite (starts and stops its own stack)
+test: scan-secrets venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser docker-packages $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete ## [test] Run the whole test suite (starts and stops its own stack)
 	$(AIRFLOW_PY) -m pytest
 
 # The fast tier for a contributor's loop: no server is started, no DAG run, no browser.

@@ -236,6 +236,10 @@ bench-startup: $(WHEELHOUSE)/2.10.3/.complete ## [benchmark] startup.sh sourced 
 bench-plugins: venvs ## [benchmark] Airflow's plugin load with and without plugins/.airflowignore, fresh processes side by side (BENCH_ARGS="--runs 5 --target 3.0.6")
 	$(AIRFLOW_PY) -m benchmarks.plugin_load $(BENCH_ARGS)
 
+.PHONY: bench-compose
+bench-compose: venvs browser docker-packages ## [benchmark] docker compose: image builds, up -> healthy, trigger -> analytics, fresh then cached (BENCH_ARGS="--fresh --rounds 2")
+	$(AIRFLOW_PY) -m benchmarks.compose_stack $(BENCH_ARGS)
+
 .PHONY: bench-replication
 bench-replication: venvs ## [benchmark] Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings
 	$(AIRFLOW_PY) -m benchmarks.replication_lag $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")

@@ -127,6 +127,18 @@ browser: ## [test] Install Debian's chromium and chromium-driver if missing (the
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
 	  else echo "install chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 2; fi; }
 
+# The Docker engine and tools the compose test uses: Debian's docker.io (dockerd and its CLI),
+# docker-compose (Compose v1) and mmdebstrap (the stand-in images' root filesystem).
+.PHONY: docker-packages docker-engine docker-engine-stop
+docker-packages: ## [test] Install Debian's docker.io, docker-compose and mmdebstrap if missing (the compose test needs them)
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose mmdebstrap; \
+	  else echo "install docker.io, docker-compose and mmdebstrap (sudo apt-get install docker.io docker-compose mmdebstrap)"; exit 2; fi; }
+docker-engine: docker-packages ## [operate] Start dockerd (as root) unless a Docker engine answers; `make docker-engine-stop` stops it
+	docker/engine.sh start
+docker-engine-stop: ## [operate] Stop the dockerd `make docker-engine` started
+	docker/engine.sh stop
+
 .PHONY: venvs cfn-tools airflow211 airflow3 sqlfluff-tools
 venvs: $(VENV)/airflow/.installed $(VENV)/dbt/.installed $(VENV)/stack/.installed ## [test] Build the Airflow, dbt and local-stack environments
 cfn-tools: $(VENV)/cfn/.installed ## [test] Build the cfn-lint/checkov environment
@@ -164,6 +176,43 @@ airflow: venvs dbt-manifest ## [start] Start the local stack and a real Airflow 
 airflow-stop: ## [start] Stop the local Airflow and the stack (their data stays in .local/)
 	@if [ -x $(AIRFLOW_PY) ]; then $(AIRFLOW_PY) -m localdev.airflow_local stop; fi
 
+# docker compose (docker-compose.yaml): only Docker on the host. Compose v2 (`docker compose`) when
+# the Docker CLI has it, else v1 (`docker-compose`); the compose test and benchmark pass their own,
+# with a project name and an env file.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The upstream images docker-compose.yaml names. `auto`: those missing are pulled, or built as
+# local stand-ins where no registry answers (docker/standins/build.sh: from Debian and PyPI
+# packages); `standins`: the stand-ins, built (or found in Docker's cache); `upstream`: the real
+# ones, pulled again.
+MOVIELENS_COMPOSE_IMAGES ?= auto
+# The CA bundle pip trusts inside the image builds, when it exists (where a TLS-intercepting proxy
+# sits on the route to PyPI): copied into .local/compose/ for docker/airflow/Dockerfile.
+MOVIELENS_BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
+export MOVIELENS_BUILD_CA
+
+.PHONY: compose-images compose-build compose-up compose-demo compose-down
+compose-images: ## [operate] Build local stand-ins of the images docker-compose.yaml names, from packages (no image registry)
+	docker/standins/build.sh
+compose-build: ## [operate] Build the compose image (docker/airflow/Dockerfile), its base first when missing (MOVIELENS_COMPOSE_IMAGES)
+	@case "$(MOVIELENS_COMPOSE_IMAGES)" in \
+	  auto) docker/standins/build.sh --if-missing ;; \
+	  standins) docker/standins/build.sh ;; \
+	  upstream) $(COMPOSE) pull --ignore-pull-failures ;; \
+	  *) echo "MOVIELENS_COMPOSE_IMAGES=$(MOVIELENS_COMPOSE_IMAGES): auto, standins or upstream"; exit 2 ;; \
+	esac
+	@mkdir -p .local/compose && rm -f .local/compose/build-ca.crt
+	@if [ -f "$(MOVIELENS_BUILD_CA)" ]; then cp "$(MOVIELENS_BUILD_CA)" .local/compose/build-ca.crt; fi
+	$(COMPOSE) build $(if $(filter upstream,$(MOVIELENS_COMPOSE_IMAGES)),--pull) secrets
+compose-up: compose-build ## [start] docker compose up -d: the images, then every service (UI on http://127.0.0.1:18080 by default, ports in .env)
+	$(COMPOSE) up -d
+	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-webserver 8080), user admin; its password:" \
+	  "$(COMPOSE) exec airflow-webserver cat /opt/airflow/secrets/airflow_admin_password"
+compose-demo: compose-up ## [start] Both DAGs through the containers' Airflow (the load's Datasets start the transform), then the summary of `make demo`
+	$(COMPOSE) exec -T -e PYTHONPATH=/opt/airflow/plugins airflow-webserver \
+	  bash -c '. /opt/airflow/secrets/airflow.env && exec python -m localdev.compose_demo'
+compose-down: ## [start] docker compose down -v: removes the stack's containers, network and volumes (images stay)
+	$(COMPOSE) down -v --remove-orphans
+
 .PHONY: dbt-docs
 dbt-docs: venvs ## [start] Serve the dbt docs site the transform DAG published (http://127.0.0.1:8081, MOVIELENS_DBT_DOCS_PORT)
 	$(AIRFLOW_PY) -m localdev.dbt_docs
@@ -173,8 +222,9 @@ demo: venvs ## [start] Set up everything, start the local Airflow and run both D
 	$(AIRFLOW_PY) -m localdev.demo $(if $(MOVIELENS_ARCHIVE),--archive "$(MOVIELENS_ARCHIVE)")
 
 # Everything the whole suite uses, built side by side (downloads and installs mostly wait on
-# the network and the disk).
-TEST_ENVIRONMENTS := venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image browser $(VENV)/cost/.installed $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete
+# the network and the disk); the Debian packages first, one apt at a time.
+SYSTEM_PACKAGES := browser docker-packages
+TEST_ENVIRONMENTS := venvs cfn-tools contributor-tools airflow211 airflow3 sqlfluff-tools mwaa-image $(VENV)/cost/.installed $(WHEELHOUSE)/2.11.0/.complete $(WHEELHOUSE)/3.0.6/.complete
 # Two pytest workers: most of the suite waits on one process at a time (`airflow dags test`, dbt,
 # a scheduler's tasks), so a second worker uses the second core. Each test module stays on one
 # worker (tests/conftest.py groups them), and so does everything that uses the scheduler.
@@ -183,6 +233,7 @@ PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: test
 test: ## [test] Run the whole test suite (builds what it needs, starts and stops its own stack)
+	$(MAKE) --no-print-directory $(SYSTEM_PACKAGES)
 	$(MAKE) --no-print-directory -j4 scan-secrets $(TEST_ENVIRONMENTS)
 	$(AIRFLOW_PY) -m pytest $(PYTEST_PARALLEL)
 
@@ -211,6 +262,10 @@ bench-startup: $(WHEELHOUSE)/2.10.3/.complete ## [benchmark] startup.sh sourced 
 .PHONY: bench-plugins
 bench-plugins: venvs ## [benchmark] Airflow's plugin load with and without plugins/.airflowignore, fresh processes side by side (BENCH_ARGS="--runs 5 --target 3.0.6")
 	$(AIRFLOW_PY) -m benchmarks.plugin_load $(BENCH_ARGS)
+
+.PHONY: bench-compose
+bench-compose: venvs browser docker-packages ## [benchmark] docker compose: image builds, up -> healthy, trigger -> analytics, fresh then cached (BENCH_ARGS="--fresh --rounds 2")
+	$(AIRFLOW_PY) -m benchmarks.compose_stack $(BENCH_ARGS)
 
 .PHONY: bench-replication
 bench-replication: venvs ## [benchmark] Local zero-ETL lag after loading ml-latest-small and 1M synthetic ratings

@@ -22,6 +22,9 @@ from localdev.airflow_env import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The known-answer checks assert in a helper module: pytest rewrites its asserts as a test's.
+pytest.register_assert_rewrite("known_answers")
+
 # Airflow reads its configuration when first imported: point it at a throwaway home first.
 os.environ.update(
     airflow_base_env(Path(tempfile.mkdtemp(prefix="movielens-airflow-home-")), runtime="local")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pipeline_end_to_end import snapshot
+from known_answers import snapshot
 
 from localdev.airflow_env import airflow_environment, migrate_metadata_db, run_dag
 from localdev.stack import LocalStack, free_port, private_stack

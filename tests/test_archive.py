@@ -280,3 +280,25 @@ def test_malformed_csv_names_the_first_bad_line_its_text_and_what_to_do(
         assert part.format(folder=folder) in message
     assert "None" not in message and "position" not in message  # no byte offsets
     assert {int(n) for n in re.findall(r"\b[Ll]ines? (\d+)", message)} == lines_named
+
+
+def test_a_file_cut_mid_line_names_its_last_line_and_says_to_fetch_it_again(
+    archive_path: Path, tmp_path: Path
+):
+    folder = extract(archive_path, tmp_path)
+    lines = movies_lines(archive_path)
+    # Cut inside the last line's genres: the row still has its three fields.
+    body = b"".join(line + b"\r\n" for line in lines)[:-4]
+    (folder / "movies.csv").write_bytes(body)
+
+    with pytest.raises(ArchiveError) as error:
+        csv_row_counts(MovieLensArchive("ml-latest-small", folder))
+
+    message = str(error.value)
+    cut_line = lines[-1][:-2].decode()
+    assert (
+        f'movies.csv in {folder} ends mid-line: line {len(lines)} reads "{cut_line}" with no '
+        "newline after it" in message
+    )
+    assert "Download or export the file again" in message
+    assert {int(n) for n in re.findall(r"\b[Ll]ines? (\d+)", message)} == {len(lines)}

@@ -18,6 +18,7 @@ from movielens_pipeline import names
 REPO = Path(__file__).resolve().parents[1]
 DOCS = sorted((REPO / "docs").glob("*.md"))
 DBT_MODELS = REPO / "dbt" / "movielens_redshift" / "models"
+SETTINGS = REPO / "plugins" / "movielens_pipeline" / "settings.py"
 
 # Where the identifiers the docs quote must appear: the code and configuration, not prose.
 SOURCE_GLOBS = (
@@ -263,3 +264,15 @@ def test_the_bundle_is_uploaded_only_by_make_deploy(doc: Path) -> None:
 def test_the_deploy_recipes_use_make_deploy() -> None:
     for doc in (REPO / "README.md", REPO / "cloudformation" / "README.md"):
         assert re.search(r"^make deploy MWAA_BUCKET=", doc.read_text(), re.M), doc
+
+
+def test_the_readme_configuration_table_names_every_option_the_dags_read() -> None:
+    """The [movielens] table in the README and settings.py name the same options."""
+    read = set(re.findall(r'_(?:option|minutes)\("(\w+)"', SETTINGS.read_text()))
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| option |", readme.index("## Configuration")) :]
+    table = table[: table.index("\n\n")]
+    documented = {
+        name for row in table.splitlines()[2:] for name in re.findall(r"`(\w+)`", row.split("|")[1])
+    }
+    assert read and documented == read

@@ -212,7 +212,14 @@ def _checked_rows(
     if before == 1:
         return 0
     with archive.open_csv(table) as raw:
-        reader = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", errors=errors, newline=""))
+        last_line = [""]
+
+        def remembered(lines: Iterator[str]) -> Iterator[str]:
+            for last_line[0] in lines:
+                yield last_line[0]
+
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors=errors, newline="")
+        reader = csv.reader(remembered(text))
         header = next(reader, None)
         if header is None:
             raise ArchiveError(
@@ -233,6 +240,16 @@ def _checked_rows(
                 raise ArchiveError(_wrong_fields(archive, table, start, reader.line_num, row))
             rows += 1
             start = reader.line_num + 1
+        if before is None and not last_line[0].endswith("\n"):
+            # MovieLens files end with a newline: a last row without one was cut short, and
+            # may parse as a wrong but valid row (Aurora's import would load it).
+            number = reader.line_num
+            raise ArchiveError(
+                f"{table.csv_file} in {archive.path} ends mid-line: line {number} reads "
+                f"{quoted_line(last_line[0].encode(errors='surrogateescape'))} with no newline "
+                "after it, so the file looks cut short (an interrupted download or copy). "
+                "Download or export the file again; if it is complete, end it with a newline."
+            )
         return rows
 
 

@@ -173,8 +173,8 @@ def check_replication(stack: LocalStack, timeout: float) -> None:
         )
     enabled, apply_pid, replica_lsn = subscription[0]
     with autocommit(stack.connect("warehouse")) as warehouse:
-        states = replication._table_states(warehouse)
-        errors = replication._error_count(warehouse)
+        states = replication.table_states(warehouse)
+        errors = replication.error_count(warehouse)
     with autocommit(stack.connect("source")) as source:
         source_rows = count_rows(source, SOURCE_SCHEMA)
     replica_rows = replication.replica_counts()

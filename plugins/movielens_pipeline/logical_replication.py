@@ -92,7 +92,7 @@ class LocalLogicalReplication:
                     (self._source_conninfo,),
                 )
                 actions.append(f"created subscription {LOCAL_SUBSCRIPTION}")
-            elif len(self._table_states(warehouse)) < len(TABLES):
+            elif len(self.table_states(warehouse)) < len(TABLES):
                 execute(warehouse, f"alter subscription {LOCAL_SUBSCRIPTION} refresh publication")
                 actions.append(f"refreshed subscription {LOCAL_SUBSCRIPTION}")
         log.info("Replication bootstrap: %s", "; ".join(actions) or "nothing to do")
@@ -102,7 +102,7 @@ class LocalLogicalReplication:
         with autocommit(self._source()) as source:
             (position,) = fetch_all(source, "select pg_current_wal_insert_lsn()::text")[0]
         with autocommit(self._warehouse()) as warehouse:
-            errors = self._error_count(warehouse)
+            errors = self.error_count(warehouse)
         return ReplicationCheck(source_lsn=position, errors_before=errors, started_at=time.time())
 
     def poll(self, check: ReplicationCheck) -> SyncStatus:
@@ -127,7 +127,7 @@ class LocalLogicalReplication:
                     f"Subscription {LOCAL_SUBSCRIPTION} is disabled, so nothing replicates: "
                     f"run `alter subscription {LOCAL_SUBSCRIPTION} enable` on the warehouse."
                 )
-            errors = self._error_count(warehouse) - check["errors_before"]
+            errors = self.error_count(warehouse) - check["errors_before"]
             source_lost = None
             if errors > 0:
                 source_lost, failure = self._last_apply_error(warehouse)
@@ -136,7 +136,7 @@ class LocalLogicalReplication:
                         f"Subscription {LOCAL_SUBSCRIPTION} hit {errors} apply error(s) since the "
                         f"check began and stopped applying changes: {failure}"
                     )
-            states = self._table_states(warehouse)
+            states = self.table_states(warehouse)
         missing = sorted({t.name for t in TABLES} - set(states))
         if missing:
             raise ReplicationFailed(
@@ -185,7 +185,7 @@ class LocalLogicalReplication:
         return {"slot": LOCAL_SUBSCRIPTION, "retained_wal_bytes": int(retained), "active": active}
 
     @staticmethod
-    def _error_count(warehouse: PgConnection) -> int:
+    def error_count(warehouse: PgConnection) -> int:
         rows = fetch_all(
             warehouse,
             "select apply_error_count + sync_error_count"
@@ -222,7 +222,7 @@ class LocalLogicalReplication:
         return None, f"table {relation}: {message.strip()} ({detail.strip()}); {advice}"
 
     @staticmethod
-    def _table_states(warehouse: PgConnection) -> dict[str, str]:
+    def table_states(warehouse: PgConnection) -> dict[str, str]:
         rows = fetch_all(
             warehouse,
             "select c.relname, r.srsubstate from pg_subscription_rel r"

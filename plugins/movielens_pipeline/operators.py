@@ -44,7 +44,13 @@ class MovieLensToS3Operator(BaseOperator):
         its load reads, and the CSV's row count.
     """
 
-    template_fields: Sequence[str] = ("bucket", "archive_name", "archive_path")
+    template_fields: Sequence[str] = (
+        "bucket",
+        "archive_name",
+        "archive_path",
+        "cache_dir",
+        "aws_conn_id",
+    )
     ui_color = "#f4a460"
 
     def __init__(
@@ -105,7 +111,15 @@ class S3ToAuroraTableOperator(BaseOperator):
     :return: the rows the table holds.
     """
 
-    template_fields: Sequence[str] = ("table_name", "bucket", "staging")
+    template_fields: Sequence[str] = (
+        "table_name",
+        "bucket",
+        "staging",
+        "import_method",
+        "region_name",
+        "postgres_conn_id",
+        "aws_conn_id",
+    )
     ui_color = "#8fbc8f"
 
     def __init__(

@@ -350,8 +350,13 @@ def local_drill(airflow: LocalAirflow, local_stack: LocalStack) -> LocalDrill:
     return LocalDrill(run_id, run, len(stopped), len(outlived), tries, hung_log, alarms, next_run)
 
 
-def test_a_hung_dbt_ends_in_a_timeout_within_its_bound_and_is_gone(local_drill: LocalDrill):
+def test_a_hung_dbt_ends_in_a_timeout_within_its_bound_and_is_gone(
+    local_drill: LocalDrill, record_property
+):
     bound = float(LOCAL_DRILL_SETTINGS["AIRFLOW__MOVIELENS__DBT_TIMEOUT_MINUTES"]) * 60
+    # The drill's figures, in the JUnit report (--junitxml).
+    record_property("bound_seconds", bound)
+    record_property("try_seconds", [round(t["duration"], 1) for t in local_drill.tries])
     assert [(t["try_number"], t["state"]) for t in local_drill.tries][-1] == (2, "failed")
     assert local_drill.stopped == 2  # each try's dbt, stopped while it built the model
     # Each try ended by its bound (plus the seconds of its callbacks), not by waiting for ever,
@@ -386,8 +391,11 @@ def test_local_mode_notifies_the_timeout_and_the_failed_model_with_dbt_s_message
     assert f"planted failure: {FAILING_MODEL} may not be created" in failed
 
 
-def test_the_next_run_after_a_hung_one_starts_and_completes(local_drill: LocalDrill):
+def test_the_next_run_after_a_hung_one_starts_and_completes(
+    local_drill: LocalDrill, record_property
+):
     # max_active_runs=1 holds no later run behind the one that timed out.
+    record_property("next_run", {k: local_drill.next_run[k] for k in ("start_date", "end_date")})
     assert local_drill.next_run["state"] == "success"
     assert datetime.fromisoformat(local_drill.next_run["start_date"]) >= datetime.fromisoformat(
         local_drill.run["end_date"]

@@ -287,6 +287,8 @@ LOCAL_DRILL_SETTINGS = {
     "AIRFLOW__MOVIELENS__DBT_TIMEOUT_MINUTES": "1",
 }
 HUNG_MODEL = "analytics_movie_insights"
+# How Cosmos LOCAL selects the model in its `dbt build`.
+HUNG_SELECTOR = f"fqn:movielens_redshift.analytics.{HUNG_MODEL}"
 
 
 @dataclass
@@ -322,18 +324,15 @@ def local_drill(airflow: LocalAirflow, local_stack: LocalStack) -> LocalDrill:
             "success",
             "failed",
         ):
-            for process in faults.dbt_processes(scheduler, "build"):
-                hangs = any(arg.endswith(HUNG_MODEL) for arg in process.cmdline())
-                # Stopped mid-build: waiting on the warehouse for the locked table.
-                if hangs and process.pid not in stopped and faults.is_idle(process):
-                    process.send_signal(signal.SIGSTOP)
-                    stopped[process.pid] = process
+            for process in faults.dbt_processes(scheduler, "build", HUNG_SELECTOR):
+                # Stopped mid-build: waiting on the warehouse for the locked table. (A dbt
+                # process may end at any moment: one that did is not stopped.)
+                if process.pid not in stopped and faults.is_idle(process):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.send_signal(signal.SIGSTOP)
+                        stopped[process.pid] = process
             time.sleep(0.5)
-        outlived = [
-            process
-            for process in stopped.values()
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-        ]
+        outlived = [process for process in stopped.values() if still_running(process)]
         run = airflow.wait_for_run(TRANSFORM_DAG_ID, run_id, timeout=60)
         tries = airflow.api(
             "GET", f"dags/{TRANSFORM_DAG_ID}/dagRuns/{run_id}/taskInstances/{hung_task}/tries"
@@ -348,6 +347,13 @@ def local_drill(airflow: LocalAirflow, local_stack: LocalStack) -> LocalDrill:
         local_stack.query("warehouse", "drop event trigger if exists movielens_test_failure")
     next_run = airflow.wait_for_run(TRANSFORM_DAG_ID, airflow.trigger(TRANSFORM_DAG_ID), 600)
     return LocalDrill(run_id, run, len(stopped), len(outlived), tries, hung_log, alarms, next_run)
+
+
+def still_running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_a_hung_dbt_ends_in_a_timeout_within_its_bound_and_is_gone(

@@ -212,7 +212,7 @@ def _checked_rows(
     if before == 1:
         return 0
     with archive.open_csv(table) as raw:
-        last_line = [""]
+        last_line = [""]  # the last raw line the reader took: does the file end with a newline?
 
         def remembered(lines: Iterator[str]) -> Iterator[str]:
             for last_line[0] in lines:

@@ -203,7 +203,11 @@ compose-build: ## [operate] Build the compose image (docker/airflow/Dockerfile),
 	@mkdir -p .local/compose && rm -f .local/compose/build-ca.crt
 	@if [ -f "$(MOVIELENS_BUILD_CA)" ]; then cp "$(MOVIELENS_BUILD_CA)" .local/compose/build-ca.crt; fi
 	$(COMPOSE) build $(if $(filter upstream,$(MOVIELENS_COMPOSE_IMAGES)),--pull) secrets
+# The mount points docker-compose.yaml nests in the working tree, made by the user first: a
+# Linux dockerd would make them as root, and `make dbt-manifest` could not write target/ after.
+COMPOSE_MOUNT_POINTS := dags/dbt dbt/movielens_redshift/target dbt/movielens_redshift/logs
 compose-up: compose-build ## [start] docker compose up -d: the images, then every service (UI on http://127.0.0.1:18080 by default, ports in .env)
+	@mkdir -p $(COMPOSE_MOUNT_POINTS)
 	$(COMPOSE) up -d
 	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-webserver 8080), user admin; its password:" \
 	  "$(COMPOSE) exec airflow-webserver cat /opt/airflow/secrets/airflow_admin_password"

@@ -39,6 +39,9 @@ case "${command}" in
     done
     echo "dockerd did not start; the end of its log (${log_file}):" >&2
     tail -20 "${log_file}" >&2
+    # Not left half-started: the next start would run a second dockerd beside it.
+    kill -KILL "$(<"${pid_file}")" 2>/dev/null || true
+    rm -f "${pid_file}"
     exit 1
     ;;
   stop)

@@ -31,7 +31,8 @@ from localdev.stack import LocalStack, free_port
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENGINE_SCRIPT = REPO_ROOT / "docker" / "engine.sh"
 STANDINS_SCRIPT = REPO_ROOT / "docker" / "standins" / "build.sh"
-# `standins` (default): local stand-ins of the upstream images; `upstream`: the real ones, pulled.
+# Which images the stack runs: `auto` (the Makefile's default: pulled, or built as stand-ins where
+# no registry answers), `standins` (built; the compose test's default) or `upstream` (pulled).
 IMAGES_SWITCH = "MOVIELENS_COMPOSE_IMAGES"
 STANDIN_LABEL = "org.movielens.standin"
 # The images docker/standins/build.sh makes, in build order, and the project's own.
@@ -207,7 +208,10 @@ class ComposeProject:
             if wanted <= set(containers) and all(c.ready for c in containers.values()):
                 return containers
             if time.monotonic() > deadline:
-                raise ComposeError(f"Not ready after {timeout:.0f} s: {containers}")
+                waiting = [c.service for c in containers.values() if not c.ready]
+                raise ComposeError(
+                    f"Not ready after {timeout:.0f} s: {containers}\n{self.logs(waiting)[-6000:]}"
+                )
             time.sleep(2)
 
     def port(self, service: str) -> int:

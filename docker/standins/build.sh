@@ -23,11 +23,15 @@ cd "$(dirname "$0")/../.."
 
 BASE_IMAGE=movielens-standin/debian:bookworm
 PYTHON_IMAGE=movielens-standin/python:3.11
-declare -A UPSTREAM=(
-  [postgres]=postgres:16
-  [moto]=motoserver/moto:5.0.11
-  [airflow]=apache/airflow:2.10.3-python3.11
-)
+# The upstream image each stand-in replaces (a function, not an associative array: macOS ships
+# bash 3.2, and `make compose-up` runs this script there too).
+upstream_image() {
+  case $1 in
+    postgres) echo postgres:16 ;;
+    moto) echo motoserver/moto:5.0.11 ;;
+    airflow) echo apache/airflow:2.10.3-python3.11 ;;
+  esac
+}
 MWAA_CONSTRAINTS=requirements/mwaa/mwaa-constraints-2.10.3-py3.11.txt
 # What every image needs at run time: TLS roots, curl (health checks), dumb-init (the Airflow
 # entrypoint) and the shared libraries CPython's extension modules link against.
@@ -108,29 +112,29 @@ build_python() {
 build_postgres() {
   local version
   version="$(sed -n 's/^pgserver==//p' requirements/local-stack.txt)"
-  build "${UPSTREAM[postgres]}" "$(context postgres)" --build-arg "PGSERVER_VERSION=${version}"
+  build "$(upstream_image postgres)" "$(context postgres)" --build-arg "PGSERVER_VERSION=${version}"
 }
 
 build_moto() {
-  build "${UPSTREAM[moto]}" "$(context moto "${MWAA_CONSTRAINTS}=constraints.txt")"
+  build "$(upstream_image moto)" "$(context moto "${MWAA_CONSTRAINTS}=constraints.txt")"
 }
 
 build_airflow() {
-  build "${UPSTREAM[airflow]}" "$(context airflow "${MWAA_CONSTRAINTS}=constraints.txt")"
+  build "$(upstream_image airflow)" "$(context airflow "${MWAA_CONSTRAINTS}=constraints.txt")"
 }
 
 images=("$@")
 if [[ "${images[*]}" == --if-missing ]]; then
   images=()
   for name in postgres moto airflow; do
-    if ! docker image inspect "${UPSTREAM[${name}]}" >/dev/null 2>&1 &&
-      ! docker pull --quiet "${UPSTREAM[${name}]}" >/dev/null 2>&1; then
-      log "${UPSTREAM[${name}]} is missing and cannot be pulled: building a stand-in"
+    if ! docker image inspect "$(upstream_image "${name}")" >/dev/null 2>&1 &&
+      ! docker pull --quiet "$(upstream_image "${name}")" >/dev/null 2>&1; then
+      log "$(upstream_image "${name}") is missing and cannot be pulled: building a stand-in"
       images+=("${name}")
     fi
   done
   if ((${#images[@]} == 0)); then
-    log "${UPSTREAM[*]} are present"
+    log "$(for name in postgres moto airflow; do upstream_image "${name}"; done | xargs) are present"
     exit 0
   fi
   images=(base python "${images[@]}")

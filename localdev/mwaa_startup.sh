@@ -16,6 +16,8 @@ env_exports=${3:-}
 rm -f "${env_json}"
 
 save_environment_and_leave() {
+  # Readable by this user alone: the environment holds the component's secrets.
+  umask 077
   # The environment as this shell holds it (`env`, not a Python's own, which a wrapper such
   # as pyenv may have changed).
   env -0 | python3 -c '

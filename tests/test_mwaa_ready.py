@@ -460,6 +460,8 @@ def test_startup_script_sourced_as_mwaa_builds_the_dbt_venv_offline_once(
     first, saved = mwaa_start(tmp_path, wheelhouse / "dbt", **configured)
     assert first.returncode == 0, first.stderr
     assert "ended; environment saved to" in first.stdout.splitlines()[-1]
+    # The saved environment holds the component's secrets: for its user alone.
+    assert (tmp_path / "customer_env_vars.json").stat().st_mode & 0o077 == 0
     # The exit handler saved the environment; startup.sh set no Airflow option of its own (the
     # environment's configuration would override it).
     assert saved is not None

@@ -902,7 +902,7 @@ def test_the_standins_carry_the_names_and_versions_docker_compose_runs():
     }
     (base,) = re.findall(r"^ARG AIRFLOW_IMAGE=(\S+)$", COMPOSE_IMAGE_DOCKERFILE.read_text(), re.M)
     script = (STANDINS / "build.sh").read_text()
-    tags = dict(re.findall(r"^  \[(\w+)\]=(\S+)$", script, re.M))
+    tags = dict(re.findall(r"^    (\w+)\) echo (\S+) ;;$", script, re.M))
     assert set(tags.values()) == upstream | {base}
     moto = (STANDINS / "moto" / "requirements.txt").read_text()
     assert re.findall(r"^moto\[server\]==(\S+)$", moto, re.M) == [tags["moto"].split(":")[1]]

@@ -7,6 +7,7 @@ Fast and offline: it reads files, starts nothing.
 from __future__ import annotations
 
 import re
+import subprocess
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -264,6 +265,21 @@ def test_the_bundle_is_uploaded_only_by_make_deploy(doc: Path) -> None:
 def test_the_deploy_recipes_use_make_deploy() -> None:
     for doc in (REPO / "README.md", REPO / "cloudformation" / "README.md"):
         assert re.search(r"^make deploy MWAA_BUCKET=", doc.read_text(), re.M), doc
+
+
+def test_the_deploy_recipes_read_the_bucket_export_of_the_names_deployed() -> None:
+    """The MWAA bucket export the recipes look up follows PROJECT_NAME and ENVIRONMENT_NAME,
+    the names deploy.sh gives the stacks, so a second environment's recipe reads its own."""
+    for doc in (REPO / "README.md", REPO / "cloudformation" / "README.md"):
+        (query,) = re.findall(r'--query "(Exports\[[^"]*MwaaBucketName[^"]*)"', doc.read_text())
+        expanded = subprocess.run(
+            ["bash", "-c", f'printf %s "{query}"'],
+            env={"PROJECT_NAME": "acme", "ENVIRONMENT_NAME": "stg"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert expanded == "Exports[?Name=='acme-stg-MwaaBucketName'].Value", doc
 
 
 def test_the_readme_configuration_table_names_every_option_the_dags_read() -> None:

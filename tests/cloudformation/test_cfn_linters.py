@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,36 @@ def test_cfn_lint_is_clean_with_the_parameter_defaults_written_in(
     findings = proc.stdout.strip().splitlines()
     assert [f for f in findings if not f.startswith(str(canary))] == [], proc.stdout + proc.stderr
     assert any(":W3690:" in f for f in findings), f"the retired 16.4 went unnoticed: {findings}"
+
+
+def test_no_engine_version_the_parameter_accepts_is_one_cfn_lint_calls_retired(
+    cfn_tool: Callable[[str], Path], template_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every Aurora 16.x/17.x minor up to .20 that EngineVersion's AllowedPattern accepts is
+    written into database.yaml and linted: none draws W3690 (retired). The retired ones the
+    pattern refuses (16.4, 16.6) still draw it, so the check sees what it looks for."""
+    database = load_template(template_paths["database"])
+    pattern = database["Parameters"]["EngineVersion"]["AllowedPattern"]
+    candidates = [f"{major}.{minor}" for major in (16, 17) for minor in range(21)]
+    accepted = [version for version in candidates if re.fullmatch(pattern, version)]
+    refused_retired = ["16.4", "16.6"]
+    assert not set(refused_retired) & set(accepted)
+    paths = {
+        version: write_substituted(
+            tmp_path,
+            f"database-{version}",
+            database,
+            {**parameter_defaults(database), "EngineVersion": version},
+        )
+        for version in accepted + refused_retired
+    }
+    findings = run_cfn_lint(cfn_tool("cfn-lint"), paths.values()).stdout.splitlines()
+    retired = {
+        version
+        for version, path in paths.items()
+        if any(f.startswith(f"{path}:") and ":W3690:" in f for f in findings)
+    }
+    assert retired == set(refused_retired), findings
 
 
 def test_no_cfn_lint_ignores_without_justification(templates: dict[str, dict[str, Any]]) -> None:

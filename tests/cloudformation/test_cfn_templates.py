@@ -688,8 +688,9 @@ def family_for(tpl: dict[str, Any], version: str) -> str:
 @pytest.mark.parametrize(
     ("version", "allowed"),
     [
-        ("16.4", True),
-        ("16.6", True),
+        ("16.4", False),
+        ("16.6", False),
+        ("16.8", True),
         ("16.9", True),
         ("16.10", True),
         ("17.4", True),
@@ -705,8 +706,9 @@ def family_for(tpl: dict[str, Any], version: str) -> str:
 def test_aurora_engine_version_is_a_zero_etl_version_and_the_family_follows_it(
     templates: dict[str, Any], version: str, allowed: bool
 ) -> None:
-    """Zero-ETL needs Aurora PostgreSQL 16.4+; 17.x is allowed too, and the cluster parameter
-    group family (aurora-postgresql16 / 17) must follow the chosen major version."""
+    """Zero-ETL needs Aurora PostgreSQL 16.4+, of which 16.4 and 16.6 are retired; 17.x is
+    allowed too, and the cluster parameter group family (aurora-postgresql16 / 17) must
+    follow the chosen major version."""
     tpl = templates["database"]
     param = tpl["Parameters"]["EngineVersion"]
     # CloudFormation matches AllowedPattern against the whole value.
@@ -726,7 +728,7 @@ def test_aurora_cluster_is_secure_and_can_import_from_s3(templates: dict[str, An
     p = props(cluster)
     assert p["Engine"] == "aurora-postgresql"
     major, minor = (int(x) for x in param_default(tpl, p["EngineVersion"]).split("."))
-    assert major == 16 and minor >= 4, "zero-ETL needs Aurora PostgreSQL 16.4+"
+    assert major == 16 and minor >= 8, "zero-ETL needs Aurora PostgreSQL 16.4+; 16.4, 16.6 retired"
     assert param_default(tpl, p["DatabaseName"]) == "transactional"
     assert p["StorageEncrypted"] is True and p["ManageMasterUserPassword"] is True
     assert "MasterUserPassword" not in p

@@ -1,9 +1,14 @@
-"""What `make help` offers a newcomer, and what `make clean` stops."""
+"""What `make help` offers a newcomer, what `make clean` stops, and how the environments
+are installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 from localdev import REPO_ROOT
 
@@ -72,3 +77,19 @@ def test_the_no_docker_path_refuses_a_host_it_cannot_serve_and_names_docker_comp
     makefile = (REPO_ROOT / "Makefile").read_text()
     (prerequisites,) = re.findall(r"^\$\(VENV\)/dbt/\.installed:(.*)$", makefile, re.M)
     assert "check-platform" in prerequisites.split()
+
+
+def test_the_environment_running_the_tests_ships_the_bytecode_of_every_module() -> None:
+    # `make` installs every environment with its .pyc files: where PYTHONDONTWRITEBYTECODE is
+    # set, nothing writes them later, and each Airflow task process would compile Airflow and
+    # Cosmos from source again. Modules this run never imported count as much as the rest.
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    assert Path(sys.prefix).name == "airflow", sys.prefix  # .venv/airflow, the Makefile's
+    sources = [
+        source
+        for package in ("airflow", "cosmos", "botocore")
+        for source in (site_packages / package).rglob("*.py")
+    ]
+    assert len(sources) > 1000
+    missing = [s for s in sources if not Path(importlib.util.cache_from_source(str(s))).is_file()]
+    assert missing == [], f"{len(missing)} modules without bytecode, e.g. {missing[:3]}"

@@ -52,6 +52,27 @@ def restart_reason(running_with: dict | None, wanted: dict) -> str | None:
     return f"other settings: restarting it for {', '.join(changed)}"
 
 
+def create_admin_args(password: str) -> list[str]:
+    """The ``airflow users create`` arguments of the local admin. The password is joined to
+    its option: one that starts with "-" (a generated one does, 1 time in 64) is otherwise
+    read as an option, and the start fails."""
+    return [
+        "users",
+        "create",
+        "--role",
+        "Admin",
+        "--username",
+        ADMIN_USER,
+        f"--password={password}",
+        "--firstname",
+        "Local",
+        "--lastname",
+        "Admin",
+        "--email",
+        "admin@localhost",
+    ]
+
+
 class LocalAirflow:
     """The local Airflow's processes, credentials and REST API, under one home folder."""
 
@@ -140,25 +161,7 @@ class LocalAirflow:
         return bool(started)
 
     def _create_admin(self, env: dict[str, str]) -> None:
-        self._run(
-            [
-                "users",
-                "create",
-                "--role",
-                "Admin",
-                "--username",
-                ADMIN_USER,
-                "--password",
-                self.credentials()["admin_password"],
-                "--firstname",
-                "Local",
-                "--lastname",
-                "Admin",
-                "--email",
-                "admin@localhost",
-            ],
-            env,
-        )
+        self._run(create_admin_args(self.credentials()["admin_password"]), env)
         (self.home / ".admin").touch()
         print(
             f"Airflow admin user {ADMIN_USER!r}, password {self.credentials()['admin_password']}"

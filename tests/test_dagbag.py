@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from airflow.models import DagBag
+from airflow.models import DAG, DagBag
 from cosmos.operators.local import DbtLocalBaseOperator
 
 from localdev import REPO_ROOT
@@ -32,8 +32,10 @@ def expected_dbt_tasks(manifest: Path, mode: str) -> dict[str, set[str]]:
     """Each dbt task id and its upstream task ids, derived from the manifest alone.
 
     Cosmos renders a model as one task (LOCAL: `<model>_model_build`) or as a watcher of its run
-    and one of its tests (WATCHER: `<model>.run`, `<model>.test`, plus the producer); a test
-    with more than one parent is a task of its own (`<test>_test`) after all its parent models.
+    and one of its tests (WATCHER: `<model>.run`, `<model>.test`, plus the producer). Under
+    LOCAL a test with more than one parent is a task of its own (`<test>_test`) after all its
+    parent models; under WATCHER each parent's test task waits for it (see
+    `data_tests_by_parent`).
     """
     nodes = json.loads(manifest.read_text())["nodes"].values()
     models = {n["unique_id"]: n["name"] for n in nodes if n["resource_type"] == "model"}
@@ -55,12 +57,29 @@ def expected_dbt_tasks(manifest: Path, mode: str) -> dict[str, set[str]]:
                 run = f"{GROUP}.{node['name']}.run"
                 tasks[run] = after(parents)
                 tasks[done(node["unique_id"])] = {run}
-        elif node["resource_type"] == "test" and len(parents) > 1:
+        elif node["resource_type"] == "test" and len(parents) > 1 and mode == "local":
             tasks[f"{GROUP}.{node['name']}_test"] = after(parents)
     if mode == "watcher":
         tasks[f"{GROUP}.dbt_producer_watcher"] = {BEFORE_DBT}
         tasks[f"{GROUP}.dbt_producer_watcher_done"] = {f"{GROUP}.dbt_producer_watcher"}
     return tasks
+
+
+def data_tests_by_parent(manifest: Path) -> dict[str, set[str]]:
+    """Every data test of the manifest under each node it depends on, from the manifest alone:
+    under WATCHER, what a node's test task waits for in the producer's `dbt build`."""
+    tests: dict[str, set[str]] = {}
+    for node in json.loads(manifest.read_text())["nodes"].values():
+        if node["resource_type"] == "test":
+            for parent in node["depends_on"]["nodes"]:
+                tests.setdefault(parent, set()).add(node["unique_id"])
+    return tests
+
+
+def producer_tests(transform: DAG) -> dict[str, set[str]]:
+    """The tests each node's test task waits for, as the WATCHER producer reports them."""
+    producer = transform.get_task(f"{GROUP}.dbt_producer_watcher")
+    return {node: set(tests) for node, tests in producer.tests_per_model.items()}
 
 
 @pytest.fixture
@@ -115,6 +134,9 @@ def test_dags_import_without_errors_or_network(
         if task.task_id.startswith(f"{GROUP}.")
     }
     assert rendered == expected
+    if mode == "watcher":
+        # No test goes unwatched: a test of two models counts in both models' test tasks.
+        assert producer_tests(transform) == data_tests_by_parent(dbt_manifest)
     # The summary and the docs follow every dbt task that nothing else in the group follows.
     last = set(expected) - set().union(*expected.values())
     for task_id in AFTER_DBT:
@@ -329,13 +351,14 @@ def test_the_local_airflow_renders_an_edited_project_without_an_import_error(
     assert dagbag.import_errors == {}
     transform = dagbag.dags["dag_dbt_movielens_zeroetl_cosmos"]
     assert f"{GROUP}.analytics_edited.run" in transform.task_ids
-    # The relationships test added in the yml is a task after the new model's tests.
+    # The relationships test added in the yml is watched by the test tasks of both its models.
+    tests = producer_tests(transform)
     (relationships,) = (
-        task
-        for task in transform.tasks
-        if task.task_id.startswith(f"{GROUP}.relationships_analytics_edited")
+        test
+        for test in tests["model.movielens_redshift.analytics_edited"]
+        if ".relationships_analytics_edited" in test
     )
-    assert f"{GROUP}.analytics_edited.test" in relationships.upstream_task_ids
+    assert relationships in tests["model.movielens_redshift.analytics_movie_insights"]
 
 
 def test_broken_manifest_is_a_clear_error(project_copy: Path) -> None:

@@ -1,13 +1,17 @@
 """The pipeline under the local scheduler: Cosmos WATCHER against LOCAL, and a fresh clone.
 
-    python -m benchmarks.pipeline_run [--repeat 3] [--fresh-clone]
+    python -m benchmarks.pipeline_run [--repeat 3] [--modes watcher local]
+        [--against KEY=VALUE ...] [--fresh-clone]
 
 1. On a private stack and a private local Airflow (webserver, scheduler, triggerer), for each
    round and for each Cosmos execution mode in turn (the scheduler restarted with
    ``[movielens] dbt_execution_mode``): trigger the load, let its Datasets start the
    transform, and time every hop from the task instances (``localdev.demo``). Meanwhile the
    resident memory (VmRSS) of every Airflow task process and every dbt process is sampled
-   from /proc every 0.2 s. Prints each round and the medians side by side.
+   from /proc every 0.2 s, and the CPU time the whole machine spent busy is read from
+   /proc/stat before and after. Prints each round and the medians side by side.
+   ``--against`` adds, for each mode, a run with those Airflow settings in the same rounds:
+   a setting compared with the one ``localdev/airflow.env`` gives.
 2. ``--fresh-clone``: ``git clone`` of this repository's HEAD into a new folder, then
    ``make demo`` there on free ports, timed from the clone to the printed summary (the pip
    cache is whatever this machine has; the data ships with the repository, so no GroupLens).
@@ -31,9 +35,11 @@ from localdev.airflow_env import build_dbt_manifest
 from localdev.airflow_local import LocalAirflow
 from localdev.demo import run_through_scheduler
 from localdev.stack import free_port, private_stack
+from movielens_pipeline.names import TRANSFORM_DAG_ID
 
 MODES = ("watcher", "local")
 TOTAL = "load triggered -> analytics done"
+BUSY = "CPU s the machine was busy, trigger to end"
 # Process kinds by what their command line holds (Airflow names a task's processes so).
 PROCESS_KINDS = {"dbt": "/bin/dbt ", "Airflow task": "airflow task"}
 
@@ -69,10 +75,29 @@ class MemorySampler(threading.Thread):
                 self.peak_all[kind] = max(self.peak_all[kind], total)
 
 
-def mode_rounds(repeat: int) -> dict[str, list[dict[str, float]]]:
-    """Hop seconds of each round, per Cosmos execution mode."""
+def busy_cpu_seconds() -> float:
+    """CPU seconds this machine has spent busy since it started, every core together."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def variants(modes: list[str], against: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each variant's name and its Airflow settings: every mode, then every mode ``against``."""
+    runs = {mode: {"AIRFLOW__MOVIELENS__DBT_EXECUTION_MODE": mode} for mode in modes}
+    if against:
+        label = " ".join(
+            f"{key.removeprefix('AIRFLOW__').lower()}={v}" for key, v in against.items()
+        )
+        for mode in modes:
+            runs[f"{mode}, {label}"] = {**runs[mode], **against}
+    return runs
+
+
+def mode_rounds(repeat: int, runs: dict[str, dict[str, str]]) -> dict[str, list[dict[str, float]]]:
+    """Hop seconds and other figures of each round, per variant (``variants``)."""
     build_dbt_manifest()
-    rounds: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     with private_stack("movielens-pipeline-run-") as stack:
         health_ports = {
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
@@ -80,30 +105,29 @@ def mode_rounds(repeat: int) -> dict[str, list[dict[str, float]]]:
         }
         home, port = stack.root.parent / "airflow", free_port()
         for round_ in range(1, repeat + 1):
-            for mode in MODES:
-                airflow = LocalAirflow(
-                    stack,
-                    home,
-                    port,
-                    settings={**health_ports, "AIRFLOW__MOVIELENS__DBT_EXECUTION_MODE": mode},
-                )
+            for name, settings in runs.items():
+                airflow = LocalAirflow(stack, home, port, settings={**health_ports, **settings})
                 airflow.stop()
                 airflow.start()
                 sampler = MemorySampler()
                 sampler.start()
+                busy_before = busy_cpu_seconds()
                 try:
                     run = run_through_scheduler(airflow)
                 finally:
+                    busy = busy_cpu_seconds() - busy_before
                     sampler.done.set()
                     airflow.stop()
                 hops = {**run.hop_seconds(), TOTAL: run.total_seconds}
+                hops[BUSY] = busy
+                hops["transform task instances"] = len(run.task_instances[TRANSFORM_DAG_ID])
                 for kind in PROCESS_KINDS:
                     hops[f"peak MiB, one {kind} process"] = sampler.peak_one[kind]
                     hops[f"peak MiB, all {kind} processes"] = sampler.peak_all[kind]
-                rounds[mode].append(hops)
+                rounds[name].append(hops)
                 print(
-                    f"round {round_} {mode:8} {TOTAL} {hops[TOTAL]:6.1f} s,"
-                    f" dbt {hops['dbt (build and its checks)']:6.1f} s",
+                    f"round {round_} {name}: {TOTAL} {hops[TOTAL]:6.1f} s,"
+                    f" dbt {hops['dbt (build and its checks)']:6.1f} s, machine busy {busy:6.1f} s",
                     flush=True,
                 )
     return rounds
@@ -137,18 +161,30 @@ def fresh_clone_demo() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also run each mode with this Airflow setting (repeatable)",
+    )
     parser.add_argument("--fresh-clone", action="store_true", help="also time a fresh clone")
     args = parser.parse_args(argv)
+    against = dict(pair.split("=", 1) for pair in args.against)
 
     if args.fresh_clone:
         seconds = fresh_clone_demo()
         print(f"fresh clone -> `make demo` finished: {seconds:.0f} s ({seconds / 60:.1f} min)\n")
-    rounds = mode_rounds(args.repeat)
+    runs = variants(args.modes, against)
+    rounds = mode_rounds(args.repeat, runs)
     print(f"\nMedian of {args.repeat} rounds (ml-latest-small, local scheduler; seconds, or MiB):")
-    print(f"  {'hop':40} " + " ".join(f"{mode.upper():>8}" for mode in MODES))
-    for hop in rounds[MODES[0]][0]:
-        medians = [statistics.median(r[hop] for r in rounds[mode]) for mode in MODES]
-        print(f"  {hop:40} " + " ".join(f"{m:8.1f}" for m in medians))
+    for number, name in enumerate(runs, 1):
+        print(f"  ({number}) {name}")
+    print(f"  {'':44} " + " ".join(f"{f'({n})':>8}" for n in range(1, len(runs) + 1)))
+    for hop in rounds[next(iter(runs))][0]:
+        medians = [statistics.median(r[hop] for r in rounds[name]) for name in runs]
+        print(f"  {hop:44} " + " ".join(f"{m:8.1f}" for m in medians))
     return 0
 
 

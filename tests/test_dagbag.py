@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import socket
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from airflow.models import DAG, DagBag
 from cosmos.operators.local import DbtLocalBaseOperator
 
 from localdev import REPO_ROOT
-from localdev.airflow_env import DBT_VENV, shared_airflow_settings
+from localdev.airflow_env import AIRFLOW_VENV, DBT_VENV, shared_airflow_settings
 from movielens_pipeline import names
 from movielens_pipeline.dbt_config import stop_dbt_process
 from movielens_pipeline.dbt_manifest import PARSED_FILES_RECORD, DbtManifestError, manifest_path
@@ -365,6 +367,45 @@ def test_broken_manifest_is_a_clear_error(project_copy: Path) -> None:
     (project_copy / "target" / "manifest.json").write_text('{"nodes": ')
     with pytest.raises(DbtManifestError, match="is unreadable.*make dbt-manifest"):
         manifest_path(project_copy)
+
+
+# Imports airflow as a component does when it starts, then parses the transform DAG as a task
+# process forked from it does; prints the plugin modules that the parse imported.
+PLUGINS_IMPORTED_BY_THE_PARSE = """
+import json, sys
+import airflow
+from airflow import plugins_manager
+from airflow.models import DagBag
+before = set(sys.modules)
+DagBag(dag_folder=sys.argv[1], include_examples=False)
+print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("cosmos.plugin"))))
+print(json.dumps(plugins_manager.import_errors))
+"""
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["shared settings", "lazy loading"])
+def test_a_task_process_finds_the_plugins_loaded_when_its_component_started(
+    lazy: bool, dbt_manifest: Path
+) -> None:
+    """Under the shared settings a component loads the plugins when it imports Airflow, so a
+    task process, its fork, parses the DAG without loading them (Cosmos' manifest read does
+    otherwise)."""
+    # SQLite here, as under `airflow dags test`: the LocalExecutor refuses it, and so does the
+    # Cosmos plugin under it.
+    settings = {**shared_airflow_settings(), "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor"}
+    if lazy:
+        settings["AIRFLOW__CORE__LAZY_LOAD_PLUGINS"] = "True"
+    dag_file = REPO_ROOT / "dags" / f"{names.TRANSFORM_DAG_ID}.py"
+    result = subprocess.run(
+        [str(AIRFLOW_VENV / "bin" / "python"), "-c", PLUGINS_IMPORTED_BY_THE_PARSE, str(dag_file)],
+        env={**os.environ, **settings},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported_by_the_parse, plugin_errors = map(json.loads, result.stdout.splitlines()[-2:])
+    assert plugin_errors == {}
+    assert bool(imported_by_the_parse) == lazy, imported_by_the_parse
 
 
 def test_airflow_environment_has_no_dbt() -> None:

@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 # Seconds a dbt process has to end on the SIGTERM of Cosmos' on_kill before it is killed.
 DBT_STOP_GRACE_SECONDS = 10
 # Seconds between a WATCHER watcher's reads of the producer's XCom while it waits in the
-# triggerer (Cosmos' default is 10): a model's task ends within 2 s of dbt finishing it. A read
-# is two metadata-database queries, made only while the build runs.
+# triggerer (Cosmos' default is 10): its trigger fires within 2 s of dbt finishing the node. A
+# read is two metadata-database queries, made only while the watcher waits.
 WATCHER_POKE_SECONDS = 2
 
 

@@ -9,13 +9,12 @@ import dataclasses
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_tool
 
 from cost.templates import parameter_defaults, substitute_parameters
 
@@ -595,7 +594,7 @@ def longest_accepted(pattern: str) -> str:
 
 
 def test_every_bucket_name_fits_63_characters_at_the_longest_names_and_region(
-    templates: dict[str, Any], cfn_tools_bin: Path
+    templates: dict[str, Any], cfn_tool: Callable[[str], Path]
 ) -> None:
     """ProjectName and EnvironmentName take one pattern in every template, and at the longest
     values it accepts every default bucket name is a valid S3 name in the longest Region."""
@@ -605,7 +604,7 @@ def test_every_bucket_name_fits_63_characters_at_the_longest_names_and_region(
         assert all("63 characters" in d["ConstraintDescription"] for d in declared.values())
     cfn_lint_regions = subprocess.run(
         [
-            str(require_tool(cfn_tools_bin, "python")),
+            str(cfn_tool("python")),  # cfn-lint's own environment (the tools tier)
             "-c",
             "from cfnlint.helpers import REGIONS; print(*REGIONS)",
         ],

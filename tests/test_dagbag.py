@@ -16,11 +16,12 @@ import psycopg2
 import pytest
 from airflow.models import DAG, DagBag
 from cosmos.operators.local import DbtLocalBaseOperator
+from cosmos.operators.watcher import DbtConsumerWatcherSensor
 
 from localdev import REPO_ROOT
 from localdev.airflow_env import AIRFLOW_VENV, DBT_VENV, shared_airflow_settings
 from movielens_pipeline import names
-from movielens_pipeline.dbt_config import stop_dbt_process
+from movielens_pipeline.dbt_config import WATCHER_POKE_SECONDS, stop_dbt_process
 from movielens_pipeline.dbt_manifest import PARSED_FILES_RECORD, DbtManifestError, manifest_path
 from movielens_pipeline.notifications import notify_dag_run_failure, notify_task_failure
 
@@ -139,6 +140,12 @@ def test_dags_import_without_errors_or_network(
     if mode == "watcher":
         # No test goes unwatched: a test of two models counts in both models' test tasks.
         assert producer_tests(transform) == data_tests_by_parent(dbt_manifest)
+        # Every watcher reads the producer's XCom at our interval, not Cosmos' 10 s.
+        watchers = [t for t in transform.tasks if isinstance(t, DbtConsumerWatcherSensor)]
+        assert watchers
+        assert {t.task_id: t.poke_interval for t in watchers} == dict.fromkeys(
+            (t.task_id for t in watchers), WATCHER_POKE_SECONDS
+        )
     # The summary and the docs follow every dbt task that nothing else in the group follows.
     last = set(expected) - set().union(*expected.values())
     for task_id in AFTER_DBT:

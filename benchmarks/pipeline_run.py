@@ -118,16 +118,17 @@ def mode_rounds(repeat: int, runs: dict[str, dict[str, str]]) -> dict[str, list[
                     busy = busy_cpu_seconds() - busy_before
                     sampler.done.set()
                     airflow.stop()
-                hops = {**run.hop_seconds(), TOTAL: run.total_seconds}
-                hops[BUSY] = busy
-                hops["transform task instances"] = len(run.task_instances[TRANSFORM_DAG_ID])
+                figures = {**run.hop_seconds(), TOTAL: run.total_seconds}
+                figures[BUSY] = busy
+                figures["transform task instances"] = len(run.task_instances[TRANSFORM_DAG_ID])
                 for kind in PROCESS_KINDS:
-                    hops[f"peak MiB, one {kind} process"] = sampler.peak_one[kind]
-                    hops[f"peak MiB, all {kind} processes"] = sampler.peak_all[kind]
-                rounds[name].append(hops)
+                    figures[f"peak MiB, one {kind} process"] = sampler.peak_one[kind]
+                    figures[f"peak MiB, all {kind} processes"] = sampler.peak_all[kind]
+                rounds[name].append(figures)
                 print(
-                    f"round {round_} {name}: {TOTAL} {hops[TOTAL]:6.1f} s,"
-                    f" dbt {hops['dbt (build and its checks)']:6.1f} s, machine busy {busy:6.1f} s",
+                    f"round {round_} {name}: {TOTAL} {figures[TOTAL]:6.1f} s,"
+                    f" dbt {figures['dbt (build and its checks)']:6.1f} s,"
+                    f" machine busy {busy:6.1f} s",
                     flush=True,
                 )
     return rounds

@@ -200,12 +200,14 @@ class LocalAirflow:
         return self.home / "started-with.json"
 
     def _fingerprint(self, archive: str) -> dict:
-        """The archive and a digest of each extra setting (values may be secrets)."""
+        """The archive and a digest of each connection to the stack and each extra setting
+        (values may be secrets): a source restored on another port is another connection."""
+        settings = {**self.stack.connection_uris(), **self.settings}
         return {
             "archive": archive,
             "settings": {
                 key: hashlib.sha256(value.encode()).hexdigest()
-                for key, value in sorted(self.settings.items())
+                for key, value in sorted(settings.items())
             },
         }
 

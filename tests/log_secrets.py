@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from movielens_pipeline.names import AWS_CONN_ID
+from movielens_pipeline.names import AWS_CONN_ID, LOAD_DAG_ID, TRANSFORM_DAG_ID
+
+if TYPE_CHECKING:
+    from localdev.airflow_local import LocalAirflow
+    from localdev.demo import PipelineRun
 
 AWS_CONN_VARIABLE = f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}"
 # Settings whose whole value is a key (the local Airflow's, generated beside its admin password).
@@ -80,3 +85,35 @@ def secrets_in(logs: Iterable[Path], secrets: Mapping[str, str]) -> dict[str, li
         if names:
             leaks[str(log)] = names
     return leaks
+
+
+def local_airflow_secrets(airflow: LocalAirflow) -> dict[str, str]:
+    """What a local Airflow's runs could leak: its connections' passwords and keys, its own
+    keys, and every value the stack and the Airflow generated (by names that say where)."""
+    return {
+        **env_secrets(airflow.env()),
+        **file_secrets(airflow.stack.secrets_file, "stack"),
+        **file_secrets(airflow.secrets_file, "local Airflow"),
+    }
+
+
+def run_task_logs(airflow: LocalAirflow, run: PipelineRun) -> dict[tuple[str, str], list[Path]]:
+    """The task logs of the load and the transform run of ``run``, by DAG and task id."""
+    logs: dict[tuple[str, str], list[Path]] = {}
+    for dag_id, dag_run in ((LOAD_DAG_ID, run.load), (TRANSFORM_DAG_ID, run.transform)):
+        folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={dag_run['dag_run_id']}"
+        for path in log_files(folder):
+            (part,) = (part for part in path.parts if part.startswith("task_id="))
+            logs.setdefault((dag_id, part.removeprefix("task_id=")), []).append(path)
+    return logs
+
+
+def tasks_that_ran(run: PipelineRun) -> set[tuple[str, str]]:
+    """Every task of both runs that a task process ran, by DAG and task id: the scheduler
+    marks an EmptyOperator a success itself (no process, no log)."""
+    return {
+        (dag_id, ti["task_id"])
+        for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID)
+        for ti in run.task_instances[dag_id]
+        if ti["operator"] != "EmptyOperator"
+    }

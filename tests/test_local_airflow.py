@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from log_secrets import env_secrets, file_secrets, log_files, secrets_in
+from log_secrets import env_secrets, local_airflow_secrets, log_files, secrets_in
 
 from localdev import faults
 from localdev.airflow_local import ADMIN_USER, COMPONENTS, LocalAirflow
@@ -435,7 +435,7 @@ def test_a_new_archive_restarts_the_running_airflow_to_read_it(
 
 
 def test_no_log_holds_a_password_or_key_the_local_airflow_used(
-    airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
+    airflow: LocalAirflow, pipeline_run: PipelineRun
 ):
     """Last in the module: its task logs are those of every run of the session's scheduler
     (the fault drills' too, retries included), and its components' logs span the restarts."""
@@ -449,11 +449,7 @@ def test_no_log_holds_a_password_or_key_the_local_airflow_used(
         "AIRFLOW__CORE__FERNET_KEY",
         "AIRFLOW__WEBSERVER__SECRET_KEY",
     } <= set(connections)
-    secrets = {
-        **connections,
-        **file_secrets(local_stack.secrets_file, "stack"),
-        **file_secrets(airflow.secrets_file, "local Airflow"),
-    }
+    secrets = local_airflow_secrets(airflow)
     assert "local Airflow admin_password" in secrets
     assert min(len(value) for value in secrets.values()) >= 16
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,28 +124,6 @@ def build_dbt_manifest() -> Path:
 
 def airflow(args: list[str], env: dict[str, str], **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run([str(AIRFLOW_VENV / "bin" / "airflow"), *args], env=env, **kwargs)
-
-
-class DagRunFailed(RuntimeError):
-    """``airflow dags test`` ended with a failed run."""
-
-
-def run_dag(dag_id: str, env: dict[str, str], log_dir: Path, timeout: float | None = None) -> float:
-    """``airflow dags test`` one DAG, its output to a log file; return the wall time."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"{dag_id}.log"
-    started = time.monotonic()
-    with log_file.open("w") as log:
-        try:
-            result = airflow(["dags", "test", dag_id], env, stdout=log, stderr=log, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise DagRunFailed(
-                f"{dag_id} did not finish within {timeout:.0f} s; its log: {log_file}"
-            ) from None
-    elapsed = time.monotonic() - started
-    if result.returncode != 0:
-        raise DagRunFailed(f"{dag_id} failed after {elapsed:.1f} s; its log: {log_file}")
-    return elapsed
 
 
 def migrate_metadata_db(env: dict[str, str]) -> None:

@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pytest
 from known_answers import snapshot
+from log_secrets import local_airflow_secrets, run_task_logs, secrets_in, tasks_that_ran
 
-from localdev.airflow_env import airflow_environment, migrate_metadata_db, run_dag
-from localdev.stack import LocalStack, free_port, private_stack
+from localdev.airflow_local import LocalAirflow
+from localdev.demo import run_through_scheduler
+from localdev.stack import LocalStack, free_port
 from movielens_pipeline.logical_replication import LOCAL_PUBLICATION, LOCAL_SUBSCRIPTION
 from movielens_pipeline.names import (
     ANALYTICS_SCHEMA,
-    LOAD_DAG_ID,
     SOURCE_CONN_ID,
     SOURCE_SCHEMA,
-    TRANSFORM_DAG_ID,
 )
 from movielens_pipeline.tables import TABLES
 
-# Starts private stacks and runs the DAGs on them.
+# Runs the DAGs under the session's scheduler, and restores its stack's source.
 pytestmark = pytest.mark.integration
 
 SOURCE_CONN_VAR = f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}"
@@ -71,78 +71,79 @@ def subscription(stack: LocalStack) -> tuple[int, str]:
     )[0]
 
 
-def run_both_dags(env: dict[str, str], log_dir: Path) -> None:
-    for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID):
-        run_dag(dag_id, env, log_dir)
-
-
 @pytest.fixture(scope="module")
-def drill(archive_path: Path, dbt_manifest: Path, tmp_path_factory) -> dict:
+def drill(scheduler_airflow: LocalAirflow, local_stack: LocalStack, tmp_path_factory) -> dict:
     """Run the pipeline, back up the source, restore it into a new server on a new port,
-    recreate the integration, run the pipeline again; what each step left, and its time."""
+    recreate the integration, run the pipeline again; what each step left, and its time.
+
+    On the session's stack and local Airflow (last of their modules: the stack's source is a
+    new server afterwards, which the Airflow's connections name)."""
+    stack, airflow = local_stack, scheduler_airflow
     timings: dict[str, float] = {}
 
     def timed(step: str, started: float) -> None:
         timings[step] = round(time.monotonic() - started, 1)
 
-    with private_stack(prefix="movielens-recovery-drill-") as stack:
-        airflow_home = tmp_path_factory.mktemp("airflow-home")
-        env = airflow_environment(stack, airflow_home, str(archive_path))
-        migrate_metadata_db(env)
-        started = time.monotonic()
-        run_both_dags(env, airflow_home / "runs-before")
-        timed("both DAGs before", started)
-        before = {
-            "snapshot": snapshot(stack),
-            "source": source_digests(stack),
-            "analytics": analytics_digests(stack),
-            "port": stack.aurora_port,
-            "system_id": stack.query("source", "select system_identifier from pg_control_system()"),
-        }
+    connection_before = airflow.env()[SOURCE_CONN_VAR]
+    started = time.monotonic()
+    runs = [run_through_scheduler(airflow, timeout=600)]
+    timed("both DAGs before", started)
+    before = {
+        "snapshot": snapshot(stack),
+        "source": source_digests(stack),
+        "analytics": analytics_digests(stack),
+        "port": stack.aurora_port,
+        "system_id": stack.query("source", "select system_identifier from pg_control_system()"),
+    }
 
-        started = time.monotonic()
-        dump = stack.dump_source(stack.root.parent / "aurora.dump")
-        timed("dump", started)
-        started = time.monotonic()
-        stack.restore_source_from(dump, port=free_port())
-        timed("restore into a new server", started)
-        restored = {
-            "source": source_digests(stack),
-            "system_id": stack.query("source", "select system_identifier from pg_control_system()"),
-            "publications": stack.query("source", "select pubname from pg_publication"),
-            "slots": stack.query("source", "select slot_name from pg_replication_slots"),
-        }
-        started = time.monotonic()
-        actions = stack.recreate_integration()
-        timed("recreate the integration", started)
-        recreated = {
-            "actions": actions,
-            "subscription": subscription(stack),
-            "replica": source_digests(stack, "warehouse"),
-        }
+    started = time.monotonic()
+    dump = stack.dump_source(tmp_path_factory.mktemp("backup") / "aurora.dump")
+    timed("dump", started)
+    started = time.monotonic()
+    stack.restore_source_from(dump, port=free_port())
+    timed("restore into a new server", started)
+    restored = {
+        "source": source_digests(stack),
+        "system_id": stack.query("source", "select system_identifier from pg_control_system()"),
+        "publications": stack.query("source", "select pubname from pg_publication"),
+        "slots": stack.query("source", "select slot_name from pg_replication_slots"),
+    }
+    started = time.monotonic()
+    actions = stack.recreate_integration()
+    timed("recreate the integration", started)
+    recreated = {
+        "actions": actions,
+        "subscription": subscription(stack),
+        "replica": source_digests(stack, "warehouse"),
+    }
 
-        # The connections the DAGs get, rebuilt for the new source (on AWS: the secret's host).
-        env_after = airflow_environment(stack, airflow_home, str(archive_path))
-        started = time.monotonic()
-        run_both_dags(env_after, airflow_home / "runs-after")
-        timed("both DAGs after", started)
-        after = {
-            "snapshot": snapshot(stack),
-            "source": source_digests(stack),
-            "replica": source_digests(stack, "warehouse"),
-            "analytics": analytics_digests(stack),
-            "subscription": subscription(stack),
-            "port": stack.aurora_port,
-        }
-        print(f"recovery drill timings (s): {timings}")
-        return {
-            "before": before,
-            "restored": restored,
-            "recreated": recreated,
-            "after": after,
-            "connections": (env[SOURCE_CONN_VAR], env_after[SOURCE_CONN_VAR]),
-            "timings": timings,
-        }
+    # The connection the DAGs get names the new source (on AWS: the secret's host); the
+    # components read it when they start.
+    started = time.monotonic()
+    restarted = airflow.start()
+    timed("restart the local Airflow", started)
+    started = time.monotonic()
+    runs.append(run_through_scheduler(airflow, timeout=600))
+    timed("both DAGs after", started)
+    after = {
+        "snapshot": snapshot(stack),
+        "source": source_digests(stack),
+        "replica": source_digests(stack, "warehouse"),
+        "analytics": analytics_digests(stack),
+        "subscription": subscription(stack),
+        "port": stack.aurora_port,
+    }
+    print(f"recovery drill timings (s): {timings}")
+    return {
+        "before": before,
+        "restored": restored,
+        "recreated": recreated,
+        "after": after,
+        "restarted": restarted,
+        "connections": (connection_before, airflow.env()[SOURCE_CONN_VAR]),
+        "runs": runs,
+        "timings": timings,
+    }
 
 
 def test_the_restored_source_is_a_new_server_holding_every_row(drill: dict):
@@ -172,6 +173,7 @@ def test_the_integration_is_recreated_from_the_new_source_with_a_full_copy(drill
 
 def test_the_dags_run_against_the_new_source_and_their_bootstrap_changes_nothing(drill: dict):
     old, new = drill["connections"]
+    assert drill["restarted"] is True  # the local Airflow restarted to read the new one
     assert f":{drill['before']['port']}/" in old
     assert f":{drill['after']['port']}/" in new
     # The transform's bootstrap found the recreated subscription and kept it.
@@ -185,3 +187,17 @@ def test_the_analytics_and_every_row_are_the_same_after_recovery(drill: dict):
     assert len(after["analytics"]) >= 6
     assert after["source"] == before["source"]
     assert after["replica"] == before["source"]
+
+
+def test_no_log_of_the_drill_s_runs_holds_a_password_or_key_they_used(
+    drill: dict, scheduler_airflow: LocalAirflow
+):
+    secrets = local_airflow_secrets(scheduler_airflow)
+    assert {"AIRFLOW_CONN_MOVIELENS_AURORA password", "stack pg_password"} <= set(secrets)
+    logs: list[Path] = []
+    for run in drill["runs"]:
+        task_logs = run_task_logs(scheduler_airflow, run)
+        assert set(task_logs) == tasks_that_ran(run)
+        logs += [path for paths in task_logs.values() for path in paths]
+    leaks = secrets_in(logs, secrets)  # not in the assert: pytest would print its arguments
+    assert leaks == {}

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from localdev.demo import PipelineRun
 
 AWS_CONN_VARIABLE = f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}"
+# The connection secrets every local run's variables carry, by the names env_secrets gives.
+CONNECTION_SECRETS = {
+    "AIRFLOW_CONN_MOVIELENS_AURORA password",
+    "AIRFLOW_CONN_MOVIELENS_REDSHIFT password",
+    "AIRFLOW_CONN_AWS_DEFAULT login (the AWS access key id)",
+    "AIRFLOW_CONN_AWS_DEFAULT password",
+}
 # Settings whose whole value is a key (the local Airflow's, generated beside its admin password).
 KEY_SETTINGS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__WEBSERVER__SECRET_KEY")
 # AWS credentials an aws connection may also carry in its extra.
@@ -97,23 +104,24 @@ def local_airflow_secrets(airflow: LocalAirflow) -> dict[str, str]:
     }
 
 
-def run_task_logs(airflow: LocalAirflow, run: PipelineRun) -> dict[tuple[str, str], list[Path]]:
-    """The task logs of the load and the transform run of ``run``, by DAG and task id."""
-    logs: dict[tuple[str, str], list[Path]] = {}
-    for dag_id, dag_run in ((LOAD_DAG_ID, run.load), (TRANSFORM_DAG_ID, run.transform)):
-        folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={dag_run['dag_run_id']}"
-        for path in log_files(folder):
-            (part,) = (part for part in path.parts if part.startswith("task_id="))
-            logs.setdefault((dag_id, part.removeprefix("task_id=")), []).append(path)
-    return logs
-
-
-def tasks_that_ran(run: PipelineRun) -> set[tuple[str, str]]:
-    """Every task of both runs that a task process ran, by DAG and task id: the scheduler
-    marks an EmptyOperator a success itself (no process, no log)."""
-    return {
-        (dag_id, ti["task_id"])
-        for dag_id in (LOAD_DAG_ID, TRANSFORM_DAG_ID)
-        for ti in run.task_instances[dag_id]
-        if ti["operator"] != "EmptyOperator"
-    }
+def run_logs(airflow: LocalAirflow, runs: Iterable[PipelineRun]) -> tuple[list[Path], set, set]:
+    """Every task log of ``runs``; the tasks (DAG, run and task id) whose logs mark a success;
+    and the tasks a task process ran, which should be the same. The scheduler marks an
+    EmptyOperator a success itself: no process, no log."""
+    logs: list[Path] = []
+    succeeded: set[tuple[str, str, str]] = set()
+    ran: set[tuple[str, str, str]] = set()
+    for run in runs:
+        for dag_id, dag_run in ((LOAD_DAG_ID, run.load), (TRANSFORM_DAG_ID, run.transform)):
+            run_id = dag_run["dag_run_id"]
+            for path in log_files(airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"):
+                logs.append(path)
+                if "Marking task as SUCCESS" in path.read_text():
+                    (part,) = (part for part in path.parts if part.startswith("task_id="))
+                    succeeded.add((dag_id, run_id, part.removeprefix("task_id=")))
+            ran |= {
+                (dag_id, run_id, ti["task_id"])
+                for ti in run.task_instances[dag_id]
+                if ti["operator"] != "EmptyOperator"
+            }
+    return logs, succeeded, ran

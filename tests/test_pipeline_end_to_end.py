@@ -6,7 +6,6 @@ Known answers come from the CSVs through the standard library, never from the pi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -15,13 +14,7 @@ from known_answers import (
     check_every_hop_holds_every_csv_row,
     snapshot,
 )
-from log_secrets import (
-    env_secrets,
-    local_airflow_secrets,
-    run_task_logs,
-    secrets_in,
-    tasks_that_ran,
-)
+from log_secrets import CONNECTION_SECRETS, env_secrets, local_airflow_secrets, run_logs, secrets_in
 
 from localdev.airflow_local import LocalAirflow
 from localdev.demo import PipelineRun, run_through_scheduler
@@ -67,27 +60,13 @@ def test_no_log_of_the_runs_holds_a_password_or_key_they_used(
 ):
     secrets = local_airflow_secrets(scheduler_airflow)
     connections = env_secrets(scheduler_airflow.env())
-    assert {
-        "AIRFLOW_CONN_MOVIELENS_AURORA password",
-        "AIRFLOW_CONN_MOVIELENS_REDSHIFT password",
-        "AIRFLOW_CONN_AWS_DEFAULT login (the AWS access key id)",
-        "AIRFLOW_CONN_AWS_DEFAULT password",
-    } <= set(connections)
+    assert set(connections) >= CONNECTION_SECRETS
     assert min(len(value) for value in secrets.values()) >= 16
     # The search finds each of them where the stack or the local Airflow keeps it.
     kept = secrets_in([local_stack.secrets_file, scheduler_airflow.secrets_file], connections)
     assert set().union(*kept.values()) == set(connections)
 
-    logs: list[Path] = []
-    for run, _ in pipeline_runs:
-        task_logs = run_task_logs(scheduler_airflow, run)
-        # Each task that ran logged there, its success too.
-        succeeded = {
-            task
-            for task, paths in task_logs.items()
-            if any("Marking task as SUCCESS" in path.read_text() for path in paths)
-        }
-        assert succeeded == tasks_that_ran(run)
-        logs += [path for paths in task_logs.values() for path in paths]
+    logs, succeeded, ran = run_logs(scheduler_airflow, (round_.run for round_ in pipeline_runs))
+    assert succeeded == ran  # each task that ran logged there, its success too
     leaks = secrets_in(logs, secrets)  # not in the assert: pytest would print its arguments
     assert leaks == {}

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -25,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import requests
 
 from localdev import REPO_ROOT
 from localdev.airflow_env import AIRFLOW_VENV, airflow_environment
@@ -89,6 +92,7 @@ class LocalAirflow:
         self.port = port or int(os.environ.get("MOVIELENS_AIRFLOW_PORT", "8080"))
         self.archive = archive
         self.settings = settings or {}
+        self._session: requests.Session | None = None
 
     @property
     def url(self) -> str:
@@ -276,26 +280,54 @@ class LocalAirflow:
         )
         return self._api_call("GET", path, None, "text/plain").decode()
 
+    def ui_session(self) -> requests.Session:
+        """The admin user logged in to the webserver: its UI pages and its REST API.
+
+        One login for every call: with basic auth, the webserver checks the password hash on
+        each call (pbkdf2, 0.14 s of CPU on 2 cores), and the tests and the demo poll it.
+        """
+        if self._session is None:
+            session = requests.Session()
+            login = session.get(f"{self.url}/login/", timeout=30)
+            login.raise_for_status()
+            (csrf_token,) = re.findall(
+                r'name="csrf_token" type="hidden" value="([^"]+)"', login.text
+            )
+            logged_in = session.post(
+                f"{self.url}/login/",
+                data={
+                    "username": ADMIN_USER,
+                    "password": self.credentials()["admin_password"],
+                    "csrf_token": csrf_token,
+                },
+                timeout=30,
+                allow_redirects=False,
+            )
+            # Logged in, the webserver sends the browser on; refused, back to its login page.
+            if logged_in.status_code != 302 or "/login" in logged_in.headers["Location"]:
+                raise AirflowError(
+                    f"{self.url} refused the {ADMIN_USER!r} user's password kept in "
+                    f"{self.secrets_file}: was this Airflow started from another home folder?"
+                )
+            self._session = session
+        return self._session
+
     def _api_call(self, method: str, path: str, body: dict | None, accept: str) -> bytes:
-        token = base64.b64encode(
-            f"{ADMIN_USER}:{self.credentials()['admin_password']}".encode()
-        ).decode()
-        request = urllib.request.Request(  # noqa: S310 - http on loopback, built here
-            f"{self.url}/api/v1/{path}",
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={
-                "Authorization": f"Basic {token}",
-                "Content-Type": "application/json",
-                "Accept": accept,
-            },
+        url = f"{self.url}/api/v1/{path}"
+        response = self.ui_session().request(
+            method, url, json=body, headers={"Accept": accept}, timeout=30
         )
-        try:
-            return self._fetch(request)
-        except urllib.error.HTTPError as error:
+        if response.status_code == 401:
+            # Logged out (the webserver's sessions were reset): log in once more.
+            self._session = None
+            response = self.ui_session().request(
+                method, url, json=body, headers={"Accept": accept}, timeout=30
+            )
+        if not response.ok:
             raise AirflowError(
-                f"{method} /api/v1/{path}: {error.code} {error.read().decode()[:500]}"
-            ) from None
+                f"{method} /api/v1/{path}: {response.status_code} {response.text[:500]}"
+            )
+        return response.content
 
     @staticmethod
     def _fetch(request: urllib.request.Request) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
+from known_answers import Round
 from log_secrets import (
     CONNECTION_SECRETS,
     env_secrets,
@@ -27,9 +27,9 @@ from log_secrets import (
 )
 
 from localdev import faults
-from localdev.airflow_local import ADMIN_USER, COMPONENTS, LocalAirflow
+from localdev.airflow_local import COMPONENTS, LocalAirflow
 from localdev.dbt_docs import fetch_site
-from localdev.demo import PipelineRun, run_through_scheduler
+from localdev.demo import PipelineRun
 from localdev.stack import LocalStack
 from localdev.ui_check import check_ui
 from movielens_pipeline.names import (
@@ -66,8 +66,8 @@ def airflow(scheduler_airflow: LocalAirflow) -> LocalAirflow:
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(airflow: LocalAirflow) -> PipelineRun:
-    return run_through_scheduler(airflow, timeout=600)
+def pipeline_run(first_round: Round) -> PipelineRun:
+    return first_round.run
 
 
 def test_start_is_idempotent_and_every_component_is_healthy(airflow: LocalAirflow):
@@ -167,23 +167,6 @@ def test_a_failing_model_fails_its_own_task_and_its_retry_rebuilds_only_it(
     assert local_stack.receive_alarms(run_id, count=1, timeout=5) == []
 
 
-def logged_in_session(airflow: LocalAirflow) -> requests.Session:
-    """A browser-like session of the admin user in the local webserver's UI."""
-    session = requests.Session()
-    login = session.get(f"{airflow.url}/login/", timeout=30)
-    (csrf_token,) = re.findall(r'name="csrf_token" type="hidden" value="([^"]+)"', login.text)
-    session.post(
-        f"{airflow.url}/login/",
-        data={
-            "username": ADMIN_USER,
-            "password": airflow.credentials()["admin_password"],
-            "csrf_token": csrf_token,
-        },
-        timeout=30,
-    )
-    return session
-
-
 def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_log(
     airflow: LocalAirflow, pipeline_run: PipelineRun, local_stack: LocalStack
 ):
@@ -208,7 +191,7 @@ def test_a_model_that_fails_its_last_try_is_notified_with_dbt_s_message_and_its_
     assert f"model.movielens_redshift.{FAILING_MODEL} (error):" in task_message
     assert f"planted failure: {FAILING_MODEL} may not be created" in task_message
     (log_url,) = re.findall(r"^Log:  (\S+)$", task_message, re.M)
-    page = logged_in_session(airflow).get(log_url, timeout=30)
+    page = airflow.ui_session().get(log_url, timeout=30)
     assert page.status_code == 200 and "/login" not in page.url
     assert TRANSFORM_DAG_ID in page.text
     assert f"{failing} (try 2)" in by_subject[run_subject]

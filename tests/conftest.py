@@ -30,7 +30,10 @@ os.environ.update(
     airflow_base_env(Path(tempfile.mkdtemp(prefix="movielens-airflow-home-")), runtime="local")
 )
 
+from known_answers import Round, snapshot  # noqa: E402
+
 from localdev.airflow_local import LocalAirflow  # noqa: E402
+from localdev.demo import run_through_scheduler  # noqa: E402
 from localdev.faults import TcpProxy, aws_connection_through  # noqa: E402
 from localdev.stack import LocalStack, free_port, private_stack  # noqa: E402
 
@@ -132,3 +135,10 @@ def scheduler_airflow(
         yield airflow
     finally:
         airflow.stop()
+
+
+@pytest.fixture(scope="session")
+def first_round(scheduler_airflow: LocalAirflow, local_stack: LocalStack) -> Round:
+    """Both DAGs once through the session's scheduler, and the stack after them: the run the
+    local Airflow module checks, and the first of the end-to-end module's two."""
+    return Round(run_through_scheduler(scheduler_airflow, timeout=600), snapshot(local_stack))

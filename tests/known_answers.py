@@ -1,12 +1,14 @@
 """The pipeline's tables and analytics checked against answers computed from the CSVs with the
 standard library, never from the pipeline: shared by the end-to-end suites (the no-Docker stack's
-`airflow dags test` runs and the docker compose stack)."""
+scheduler and the docker compose stack)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from typing import NamedTuple
 
+from localdev.demo import PipelineRun
 from localdev.stack import LocalStack
 
 TABLES = ("ratings", "tags", "movies", "links")
@@ -17,6 +19,11 @@ def table_counts(stack: LocalStack, role: str) -> dict[str, int]:
         table: stack.query(role, f"select count(*) from movielens_database.{table}")[0][0]
         for table in TABLES
     }
+
+
+class Round(NamedTuple):
+    run: PipelineRun  # the load, and the transform its Datasets started
+    snapshot: dict  # the stack after them
 
 
 def snapshot(stack: LocalStack) -> dict:

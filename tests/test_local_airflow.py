@@ -27,7 +27,7 @@ from log_secrets import (
 )
 
 from localdev import faults
-from localdev.airflow_local import COMPONENTS, LocalAirflow
+from localdev.airflow_local import ADMIN_USER, COMPONENTS, LocalAirflow
 from localdev.dbt_docs import fetch_site
 from localdev.demo import PipelineRun
 from localdev.stack import LocalStack
@@ -80,6 +80,20 @@ def test_start_is_idempotent_and_every_component_is_healthy(airflow: LocalAirflo
     }
     assert (airflow.secrets_file.stat().st_mode & 0o777) == 0o600
     assert airflow.api("GET", "importErrors")["total_entries"] == 0
+
+
+def test_the_api_client_logs_in_once_and_again_when_logged_out(airflow: LocalAirflow):
+    def logins() -> int:  # the webserver counts each password it accepts
+        return airflow.api("GET", f"users/{ADMIN_USER}")["login_count"]
+
+    client = LocalAirflow(airflow.stack, airflow.home, airflow.port, settings=airflow.settings)
+    before = logins()
+    for _ in range(5):
+        assert client.api("GET", f"dags/{TRANSFORM_DAG_ID}")["dag_id"] == TRANSFORM_DAG_ID
+    assert logins() == before + 1  # with basic auth: one per call
+    client.ui_session().cookies.clear()  # as when the webserver's sessions are gone
+    assert client.api("GET", f"dags/{TRANSFORM_DAG_ID}")["dag_id"] == TRANSFORM_DAG_ID
+    assert logins() == before + 2
 
 
 def test_the_loads_datasets_start_the_transform_and_every_model_is_green(

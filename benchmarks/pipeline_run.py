@@ -1,7 +1,7 @@
 """The pipeline under the local scheduler: Cosmos WATCHER against LOCAL, and a fresh clone.
 
     python -m benchmarks.pipeline_run [--repeat 3] [--modes watcher local]
-        [--against KEY=VALUE ...] [--fresh-clone]
+        [--against KEY=VALUE ...] [--idle SECONDS] [--fresh-clone]
 
 1. On a private stack and a private local Airflow (webserver, scheduler, triggerer), for each
    round and for each Cosmos execution mode in turn (the scheduler restarted with
@@ -11,7 +11,9 @@
    from /proc every 0.2 s, and the CPU time the whole machine spent busy is read from
    /proc/stat before and after. Prints each round and the medians side by side.
    ``--against`` adds, for each mode, a run with those Airflow settings in the same rounds:
-   a setting compared with the one ``localdev/airflow.env`` gives.
+   a setting compared with the one ``localdev/airflow.env`` gives. ``--idle`` then leaves
+   the Airflow idle that many seconds after each run (after 15 s to settle) and reads what
+   the machine spent busy meanwhile: what a local Airflow costs between runs.
 2. ``--fresh-clone``: ``git clone`` of this repository's HEAD into a new folder, then
    ``make demo`` there on free ports, timed from the clone to the printed summary (the pip
    cache is whatever this machine has; the data ships with the repository, so no GroupLens).
@@ -40,6 +42,7 @@ from movielens_pipeline.names import TRANSFORM_DAG_ID
 MODES = ("watcher", "local")
 TOTAL = "load triggered -> analytics done"
 BUSY = "CPU s the machine was busy, trigger to end"
+IDLE_BUSY = "CPU s busy per minute, the Airflow idle"
 # Process kinds by what their command line holds (Airflow names a task's processes so).
 PROCESS_KINDS = {"dbt": "/bin/dbt ", "Airflow task": "airflow task"}
 
@@ -82,6 +85,14 @@ def busy_cpu_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
+def idle_busy_per_minute(seconds: float, settle: float = 15) -> float:
+    """The machine's busy CPU seconds per minute over ``seconds``, after ``settle``."""
+    time.sleep(settle)
+    before = busy_cpu_seconds()
+    time.sleep(seconds)
+    return (busy_cpu_seconds() - before) * 60 / seconds
+
+
 def variants(modes: list[str], against: dict[str, str]) -> dict[str, dict[str, str]]:
     """Each variant's name and its Airflow settings: every mode, then every mode ``against``."""
     runs = {mode: {"AIRFLOW__MOVIELENS__DBT_EXECUTION_MODE": mode} for mode in modes}
@@ -94,8 +105,11 @@ def variants(modes: list[str], against: dict[str, str]) -> dict[str, dict[str, s
     return runs
 
 
-def mode_rounds(repeat: int, runs: dict[str, dict[str, str]]) -> dict[str, list[dict[str, float]]]:
-    """Hop seconds and other figures of each round, per variant (``variants``)."""
+def mode_rounds(
+    repeat: int, runs: dict[str, dict[str, str]], idle_seconds: float = 0
+) -> dict[str, list[dict[str, float]]]:
+    """Hop seconds and other figures of each round, per variant (``variants``); with
+    ``idle_seconds``, what the machine spent busy while the Airflow idled after the run."""
     build_dbt_manifest()
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     with private_stack("movielens-pipeline-run-") as stack:
@@ -114,12 +128,16 @@ def mode_rounds(repeat: int, runs: dict[str, dict[str, str]]) -> dict[str, list[
                 busy_before = busy_cpu_seconds()
                 try:
                     run = run_through_scheduler(airflow)
-                finally:
                     busy = busy_cpu_seconds() - busy_before
+                    sampler.done.set()  # its reads of /proc are no part of the Airflow's idle
+                    idle_busy = idle_busy_per_minute(idle_seconds) if idle_seconds else None
+                finally:
                     sampler.done.set()
                     airflow.stop()
                 figures = {**run.hop_seconds(), TOTAL: run.total_seconds}
                 figures[BUSY] = busy
+                if idle_busy is not None:
+                    figures[IDLE_BUSY] = idle_busy
                 figures["transform task instances"] = len(run.task_instances[TRANSFORM_DAG_ID])
                 for kind in PROCESS_KINDS:
                     figures[f"peak MiB, one {kind} process"] = sampler.peak_one[kind]
@@ -128,7 +146,8 @@ def mode_rounds(repeat: int, runs: dict[str, dict[str, str]]) -> dict[str, list[
                 print(
                     f"round {round_} {name}: {TOTAL} {figures[TOTAL]:6.1f} s,"
                     f" dbt {figures['dbt (build and its checks)']:6.1f} s,"
-                    f" machine busy {busy:6.1f} s",
+                    f" machine busy {busy:6.1f} s"
+                    + (f", idle {idle_busy:5.1f} CPU s a minute" if idle_busy is not None else ""),
                     flush=True,
                 )
     return rounds
@@ -170,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="also run each mode with this Airflow setting (repeatable)",
     )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="after each run, read the machine's busy CPU this long with the Airflow idle",
+    )
     parser.add_argument("--fresh-clone", action="store_true", help="also time a fresh clone")
     args = parser.parse_args(argv)
     against = dict(pair.split("=", 1) for pair in args.against)
@@ -178,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = fresh_clone_demo()
         print(f"fresh clone -> `make demo` finished: {seconds:.0f} s ({seconds / 60:.1f} min)\n")
     runs = variants(args.modes, against)
-    rounds = mode_rounds(args.repeat, runs)
+    rounds = mode_rounds(args.repeat, runs, args.idle)
     print(f"\nMedian of {args.repeat} rounds (ml-latest-small, local scheduler; seconds, or MiB):")
     for number, name in enumerate(runs, 1):
         print(f"  ({number}) {name}")

@@ -21,8 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -226,9 +224,8 @@ class LocalAirflow:
     def health(self) -> dict[str, str]:
         """The webserver's ``/health``: each component's status (unreachable when down)."""
         try:
-            health = urllib.request.Request(f"{self.url}/health")  # noqa: S310 - as below
-            report = json.loads(self._fetch(health))
-        except (OSError, ValueError):
+            report = requests.get(f"{self.url}/health", timeout=30).json()
+        except (requests.RequestException, ValueError):
             return {"webserver": "unreachable"}
         # A component this setup does not run (a standalone DAG processor) reports no status.
         return {
@@ -328,12 +325,6 @@ class LocalAirflow:
                 f"{method} /api/v1/{path}: {response.status_code} {response.text[:500]}"
             )
         return response.content
-
-    @staticmethod
-    def _fetch(request: urllib.request.Request) -> bytes:
-        # Always this Airflow's webserver: http on 127.0.0.1, URL built by this class.
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.read()
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"dags/{dag_id}", {"is_paused": False})

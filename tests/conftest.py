@@ -140,5 +140,6 @@ def scheduler_airflow(
 @pytest.fixture(scope="session")
 def first_round(scheduler_airflow: LocalAirflow, local_stack: LocalStack) -> Round:
     """Both DAGs once through the session's scheduler, and the stack after them: the run the
-    local Airflow module checks, and the first of the end-to-end module's two."""
+    local Airflow module checks, the first of the end-to-end module's two, and the run the
+    recovery drill needs before its backup."""
     return Round(run_through_scheduler(scheduler_airflow, timeout=600), snapshot(local_stack))

@@ -311,15 +311,14 @@ class LocalAirflow:
 
     def _api_call(self, method: str, path: str, body: dict | None, accept: str) -> bytes:
         url = f"{self.url}/api/v1/{path}"
-        response = self.ui_session().request(
-            method, url, json=body, headers={"Accept": accept}, timeout=30
-        )
-        if response.status_code == 401:
-            # Logged out (the webserver's sessions were reset): log in once more.
-            self._session = None
+        for _ in range(2):
             response = self.ui_session().request(
                 method, url, json=body, headers={"Accept": accept}, timeout=30
             )
+            if response.status_code != 401:
+                break
+            # Logged out (the webserver's sessions were reset): log in once more.
+            self._session = None
         if not response.ok:
             raise AirflowError(
                 f"{method} /api/v1/{path}: {response.status_code} {response.text[:500]}"
